@@ -1,0 +1,402 @@
+//! The agentmesh coordinator: runs negotiation sessions between worker processes that
+//! hold a bidirectional gRPC stream to it.
+//!
+//! # Layout
+//!
+//! - [`run`]: serve on a listener until a shutdown future resolves, then drain.
+//! - [`Mesh`]: the shared state — config, [`registry::Registry`] of live workers, the
+//!   [`store::SessionStore`], the live session actors and their event logs.
+//! - [`sessions`]: one actor task per session, driving the pure core
+//!   (`agentmesh_core::Session`) and carrying out its effects.
+//! - [`worker_api`]: the `WorkerService.Attach` stream — Hello, turn results, failures,
+//!   heartbeats, draining.
+//! - [`client_api`]: the `SessionService` — create, get, list, cancel, workers,
+//!   transcript, watch.
+//! - [`events`]: the per-session ordered event log behind `WatchSession`.
+//! - [`errors`]: the one table from failures to gRPC status codes.
+//! - [`oversize`]: the tower layer that reports oversized requests as RESOURCE_EXHAUSTED.
+
+pub mod client_api;
+pub mod errors;
+pub mod events;
+pub mod oversize;
+pub mod registry;
+pub mod sessions;
+pub mod store;
+pub mod worker_api;
+
+use agentmesh_core::{Reply, Session, SessionConfig, SessionSpec, SessionSummary, TurnKey};
+use agentmesh_proto::v1::session_service_server::SessionServiceServer;
+use agentmesh_proto::v1::worker_service_server::WorkerServiceServer;
+use errors::MeshError;
+use events::EventLog;
+use registry::Registry;
+use sessions::{SessionActor, SessionCmd};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::SessionStore;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Largest message the coordinator sends. Turn requests to a replacement worker carry
+/// the whole transcript so far, which may exceed the inbound limit.
+pub const MAX_ENCODE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Identifies this coordinator in Welcome messages and logs.
+    pub coordinator_id: String,
+    /// How long a phase waits for its turns, including for a replacement worker.
+    pub phase_timeout: Duration,
+    /// How long a new session waits in PENDING for a worker of every role.
+    pub pending_timeout: Duration,
+    /// The largest message the coordinator accepts (RESOURCE_EXHAUSTED beyond).
+    pub max_message_bytes: usize,
+    /// The largest entry content a worker may submit (RESOURCE_EXHAUSTED beyond).
+    pub max_entry_bytes: usize,
+    /// Rounds a session gets when the client does not say.
+    pub default_max_rounds: u32,
+    /// How often workers must show signs of life; silence for 3 intervals drops them.
+    pub heartbeat_interval: Duration,
+    /// How long shutdown waits for connections to close.
+    pub drain_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            coordinator_id: "coordinator".into(),
+            phase_timeout: Duration::from_secs(60),
+            pending_timeout: Duration::from_secs(60),
+            max_message_bytes: 1024 * 1024,
+            max_entry_bytes: 512 * 1024,
+            default_max_rounds: 4,
+            heartbeat_interval: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            phase_timeout_ms: self.phase_timeout.as_millis() as i64,
+            pending_timeout_ms: self.pending_timeout.as_millis() as i64,
+            max_turn_attempts: 3,
+            max_content_bytes: self.max_entry_bytes,
+        }
+    }
+}
+
+/// The coordinator's shared state.
+pub struct Mesh {
+    pub config: CoordinatorConfig,
+    pub registry: Registry,
+    pub store: Arc<dyn SessionStore>,
+    /// Sessions whose actor is running, by id.
+    live: Mutex<HashMap<String, mpsc::Sender<SessionCmd>>>,
+    /// Every session's event log, ended sessions included, by id.
+    logs: Mutex<HashMap<String, Arc<EventLog>>>,
+    pub shutdown: CancellationToken,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Mesh {
+    pub fn new(config: CoordinatorConfig, store: Arc<dyn SessionStore>) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            config,
+            registry: Registry::default(),
+            store,
+            live: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Validates the request, starts the session's actor and returns its first summary.
+    pub fn create_session(
+        self: &Arc<Self>,
+        task: String,
+        roles: Vec<String>,
+        max_rounds: u32,
+    ) -> Result<SessionSummary, MeshError> {
+        if self.shutdown.is_cancelled() {
+            return Err(MeshError::ShuttingDown);
+        }
+        let specialists = if roles.is_empty() {
+            agentmesh_core::DEFAULT_SPECIALISTS
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        } else {
+            roles
+        };
+        let spec = SessionSpec {
+            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            task,
+            specialists,
+            max_rounds: if max_rounds == 0 {
+                self.config.default_max_rounds
+            } else {
+                max_rounds
+            },
+        };
+        spec.validate()?;
+        let (session, effects) = Session::new(spec, self.config.session_config(), now_ms());
+        let summary = session.summary();
+        let id = summary.id.clone();
+        let (tx, rx) = mpsc::channel(256);
+        let log = Arc::new(EventLog::default());
+        self.live.lock().expect("live lock").insert(id.clone(), tx);
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .insert(id.clone(), log.clone());
+        let actor = SessionActor::new(self.clone(), session, log, rx);
+        tokio::spawn(
+            actor
+                .run(effects)
+                .instrument(tracing::info_span!("session", id = %id)),
+        );
+        tracing::info!(session = %id, "session created");
+        Ok(summary)
+    }
+
+    pub(crate) fn forget_live_session(&self, id: &str) {
+        self.live.lock().expect("live lock").remove(id);
+    }
+
+    fn live_session(&self, id: &str) -> Option<mpsc::Sender<SessionCmd>> {
+        self.live.lock().expect("live lock").get(id).cloned()
+    }
+
+    pub fn event_log(&self, id: &str) -> Option<Arc<EventLog>> {
+        self.logs.lock().expect("logs lock").get(id).cloned()
+    }
+
+    pub async fn summary(&self, id: &str) -> Result<SessionSummary, MeshError> {
+        self.store
+            .get(id)
+            .await
+            .map_err(|_| MeshError::SessionNotFound(id.to_string()))
+    }
+
+    /// Routes a worker's result to its session and waits for the verdict.
+    pub async fn submit_result(
+        &self,
+        worker_id: &str,
+        session_id: &str,
+        turn: TurnKey,
+        reply: Reply,
+    ) -> Result<agentmesh_core::Applied, MeshError> {
+        if let Some(tx) = self.live_session(session_id) {
+            let (ack, answer) = oneshot::channel();
+            let cmd = SessionCmd::Result {
+                worker_id: worker_id.to_string(),
+                turn: turn.clone(),
+                reply,
+                ack,
+            };
+            if tx.send(cmd).await.is_ok() {
+                if let Ok(result) = answer.await {
+                    return result;
+                }
+            }
+        }
+        self.answer_for_ended(worker_id, session_id, &turn).await
+    }
+
+    /// A result for a session with no running actor: an idempotent duplicate if the
+    /// transcript already holds this worker's answer to this turn, else refused.
+    async fn answer_for_ended(
+        &self,
+        worker_id: &str,
+        session_id: &str,
+        turn: &TurnKey,
+    ) -> Result<agentmesh_core::Applied, MeshError> {
+        let summary = self.summary(session_id).await?;
+        let entries = self
+            .store
+            .entries(session_id, 1)
+            .await
+            .map_err(|e| MeshError::Store(e.to_string()))?;
+        if let Some(entry) = entries.iter().find(|e| {
+            e.round == turn.round
+                && e.phase == turn.phase
+                && e.role == turn.role
+                && e.worker_id == worker_id
+        }) {
+            return Ok(agentmesh_core::Applied {
+                seq: Some(entry.seq),
+                duplicate: true,
+                ..Default::default()
+            });
+        }
+        Err(MeshError::SessionEnded {
+            id: session_id.to_string(),
+            status: summary.status.to_string(),
+        })
+    }
+
+    pub async fn submit_failure(
+        &self,
+        worker_id: &str,
+        session_id: &str,
+        turn: TurnKey,
+        reason: String,
+    ) -> Result<agentmesh_core::Applied, MeshError> {
+        let Some(tx) = self.live_session(session_id) else {
+            let summary = self.summary(session_id).await?;
+            return Err(MeshError::SessionEnded {
+                id: session_id.to_string(),
+                status: summary.status.to_string(),
+            });
+        };
+        let (ack, answer) = oneshot::channel();
+        let cmd = SessionCmd::TurnFailed {
+            worker_id: worker_id.to_string(),
+            turn,
+            reason,
+            ack,
+        };
+        tx.send(cmd).await.map_err(|_| MeshError::ShuttingDown)?;
+        answer.await.map_err(|_| MeshError::ShuttingDown)?
+    }
+
+    pub async fn cancel(
+        &self,
+        session_id: &str,
+        reason: String,
+    ) -> Result<SessionSummary, MeshError> {
+        if let Some(tx) = self.live_session(session_id) {
+            let (ack, answer) = oneshot::channel();
+            if tx.send(SessionCmd::Cancel { reason, ack }).await.is_ok() {
+                if let Ok(result) = answer.await {
+                    return result;
+                }
+            }
+        }
+        let summary = self.summary(session_id).await?;
+        Err(MeshError::SessionEnded {
+            id: session_id.to_string(),
+            status: summary.status.to_string(),
+        })
+    }
+
+    /// Tells every session the worker held a role in that it is gone.
+    pub async fn worker_lost(&self, worker_id: &str, sessions: Vec<String>) {
+        for id in sessions {
+            if let Some(tx) = self.live_session(&id) {
+                let _ = tx
+                    .send(SessionCmd::WorkerLost {
+                        worker_id: worker_id.to_string(),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Cancels every running session (used on shutdown) and waits for them to end.
+    pub async fn cancel_all(&self, reason: &str) {
+        let ids: Vec<String> = self
+            .live
+            .lock()
+            .expect("live lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.cancel(&id, reason.to_string()).await;
+        }
+    }
+}
+
+/// Serves the coordinator on `listener` until `shutdown` resolves, then drains: running
+/// sessions are cancelled (their workers are told), watch streams end, worker streams
+/// close, and the server stops within `drain_timeout`.
+pub async fn run(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    store: Arc<dyn SessionStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mesh = Mesh::new(config, store);
+    let addr = listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
+        .await;
+    health
+        .set_serving::<SessionServiceServer<client_api::ClientApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(agentmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let max = mesh.config.max_message_bytes;
+    let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(mesh.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(MAX_ENCODE_BYTES);
+    let session_service = SessionServiceServer::new(client_api::ClientApi::new(mesh.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(MAX_ENCODE_BYTES);
+
+    let drain_mesh = mesh.clone();
+    let (drained_tx, drained_rx) = oneshot::channel::<()>();
+    let on_shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: cancelling running sessions");
+        health
+            .set_not_serving::<SessionServiceServer<client_api::ClientApi>>()
+            .await;
+        drain_mesh.cancel_all("coordinator shutting down").await;
+        // Worker and watch streams end when the token fires; then the server drains.
+        drain_mesh.shutdown.cancel();
+        let _ = drained_tx.send(());
+    };
+
+    tracing::info!(%addr, "coordinator listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        // Detect a dead worker connection (cable cut, frozen peer) even when no
+        // message is due; heartbeats cover the application level.
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Turn requests and results are small and latency-bound.
+        .tcp_nodelay(true)
+        // Outermost, so it sees the answers tonic gives before any handler runs: an
+        // oversized request must read RESOURCE_EXHAUSTED, whichever service it hit.
+        .layer(tower::util::MapResponseLayer::new(
+            oversize::correct_oversize_status,
+        ))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(worker_service)
+        .add_service(session_service)
+        .serve_with_incoming_shutdown(incoming, on_shutdown);
+
+    let drain_timeout = mesh.config.drain_timeout;
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!("connections still open after the drain timeout; stopping anyway");
+        }
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! `mesh-coordinator`: serves the worker stream and the session API on one gRPC port.
+
+use agentmesh_coordinator::{CoordinatorConfig, store::MemoryStore};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "The agentmesh coordinator: runs negotiation sessions between worker processes"
+)]
+struct Args {
+    /// gRPC address to listen on (worker streams, session API, health, reflection).
+    #[arg(long, default_value = "127.0.0.1:7700", env = "MESH_LISTEN")]
+    listen: SocketAddr,
+    /// How long a phase waits for its turns, including for a replacement worker (e.g. 60s, 500ms).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    phase_timeout: Duration,
+    /// How long a new session waits for a live worker of every role before it fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pending_timeout: Duration,
+    /// The largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_message_bytes: usize,
+    /// The largest entry content a worker may submit; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 512 * 1024)]
+    max_entry_bytes: usize,
+    /// Rounds a session gets when the client does not say.
+    #[arg(long, default_value_t = 4)]
+    default_max_rounds: u32,
+    /// How often workers must show signs of life (three missed intervals drop a worker).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// This coordinator's name in logs and Welcome messages.
+    #[arg(long, default_value = "coordinator")]
+    id: String,
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = CoordinatorConfig {
+        coordinator_id: args.id,
+        phase_timeout: args.phase_timeout,
+        pending_timeout: args.pending_timeout,
+        max_message_bytes: args.max_message_bytes,
+        max_entry_bytes: args.max_entry_bytes,
+        default_max_rounds: args.default_max_rounds,
+        heartbeat_interval: args.heartbeat_interval,
+        ..CoordinatorConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    // Tests and scripts bind port 0 and read the real address from this line.
+    println!("listening on {}", listener.local_addr()?);
+    agentmesh_coordinator::run(
+        listener,
+        config,
+        Arc::new(MemoryStore::new()),
+        shutdown_signal(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The transcript vocabulary, kept in the fields of the original collaboration format
+//! (author role, UTC timestamp, type, content) plus what a distributed negotiation needs
+//! (seq, round, phase, worker, verdict, the proposal hash a decision names).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The phase of a session a turn belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    Framing,
+    Contribute,
+    Synthesize,
+    Review,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Framing => "FRAMING",
+            Phase::Contribute => "CONTRIBUTE",
+            Phase::Synthesize => "SYNTHESIZE",
+            Phase::Review => "REVIEW",
+        }
+    }
+
+    /// The entry types a reply may carry in this phase.
+    pub fn allows(self, ty: EntryType, round: u32) -> bool {
+        use EntryType::*;
+        match self {
+            Phase::Framing => ty == Framework,
+            // Round 1 is analysis; later rounds answer objections with proposals or detail.
+            Phase::Contribute if round <= 1 => matches!(ty, Analysis | Question),
+            Phase::Contribute => matches!(
+                ty,
+                Analysis | Proposal | Implementation | Question | Answer | Objection
+            ),
+            Phase::Synthesize => ty == Proposal,
+            Phase::Review => ty == Review,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of a transcript entry, as printed after `**Type**:` in the communication file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EntryType {
+    Framework,
+    Analysis,
+    Proposal,
+    Implementation,
+    Review,
+    Question,
+    Answer,
+    Objection,
+    Signoff,
+}
+
+impl EntryType {
+    pub const ALL: [EntryType; 9] = [
+        EntryType::Framework,
+        EntryType::Analysis,
+        EntryType::Proposal,
+        EntryType::Implementation,
+        EntryType::Review,
+        EntryType::Question,
+        EntryType::Answer,
+        EntryType::Objection,
+        EntryType::Signoff,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::Framework => "FRAMEWORK",
+            EntryType::Analysis => "ANALYSIS",
+            EntryType::Proposal => "PROPOSAL",
+            EntryType::Implementation => "IMPLEMENTATION",
+            EntryType::Review => "REVIEW",
+            EntryType::Question => "QUESTION",
+            EntryType::Answer => "ANSWER",
+            EntryType::Objection => "OBJECTION",
+            EntryType::Signoff => "SIGNOFF",
+        }
+    }
+}
+
+impl fmt::Display for EntryType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reviewer's decision on one proposal version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// A sign-off on the version named by the review's `proposal_hash`.
+    Approve,
+    /// Concrete concerns the next version has to address.
+    Object,
+    /// The brain produced no valid verdict. Never an approval.
+    Invalid,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "APPROVE",
+            Verdict::Object => "OBJECT",
+            Verdict::Invalid => "INVALID",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One accepted transcript entry. Entries are append-only; `seq` is gapless from 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub round: u32,
+    pub phase: Phase,
+    pub role: String,
+    pub worker_id: String,
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// Milliseconds since the Unix epoch (UTC), stamped on acceptance.
+    pub timestamp_ms: i64,
+    pub content: String,
+    pub verdict: Option<Verdict>,
+    pub concerns: Vec<String>,
+    /// Hex SHA-256 of the proposal this entry creates (SYNTHESIZE) or judges (REVIEW).
+    pub proposal_hash: String,
+    /// The proposal version this entry creates or judges; 0 when it names none.
+    pub proposal_version: u32,
+    /// The worker's signature over `proposal_hash`; empty until worker keys exist.
+    pub signature: Vec<u8>,
+}
+
+impl Entry {
+    /// True for the supervisor's synthesis entries, which define proposal versions.
+    pub fn is_proposal_version(&self) -> bool {
+        self.phase == Phase::Synthesize && self.entry_type == EntryType::Proposal
+    }
+}

@@ -1,0 +1,297 @@
+//! `meshctl`: the agentmesh command line. It starts negotiation sessions on a
+//! coordinator and follows them live, lists and inspects sessions and workers, cancels
+//! sessions and exports transcripts.
+//!
+//! Exit codes: 0 success (for `run`/`watch`: the session reached CONSENSUS), 2 the
+//! followed session ended in NO_CONSENSUS, 1 FAILED/CANCELLED or any error. Errors go to
+//! stderr as `error: <message>`; a gRPC error is `error: <Code>: <message>`, e.g.
+//! `error: NotFound: session xyz not found`.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command-line grammar (clap), logging set-up, dispatch, exit code.
+//! - [`commands`]: one function per subcommand — the calls to the coordinator.
+//! - [`follow`]: the live follower behind `run` and `watch`, which resumes a broken
+//!   `WatchSession` stream from the last seen event seq.
+//! - [`render`]: pure formatting of every line, table and the verdict matrix.
+//! - [`client`]: connecting to the coordinator, and the error type.
+
+mod client;
+mod commands;
+mod follow;
+mod render;
+
+use clap::{Args, Parser, Subcommand};
+use client::{CliError, Coordinator, DEFAULT_COORDINATOR};
+use commands::{ExportFormat, RunRequest};
+use follow::FollowOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (run/watch: CONSENSUS), 2 NO_CONSENSUS, 1 FAILED, CANCELLED or any error.
+Errors print to stderr as `error: <Code>: <message>` (gRPC) or `error: <message>`.
+Logging: RUST_LOG (default `warn`), to stderr.";
+
+/// The agentmesh command line.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// The coordinator's address; `host:port` means `http://host:port`.
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_COORDINATOR",
+        default_value = DEFAULT_COORDINATOR,
+        value_name = "URL"
+    )]
+    coordinator: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How `run` and `watch` behave when the watch stream breaks.
+#[derive(Debug, Args)]
+struct FollowArgs {
+    /// Give up after the coordinator has been unreachable this many seconds in a row.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    reconnect_timeout: u64,
+}
+
+impl FollowArgs {
+    fn options(&self) -> FollowOptions {
+        FollowOptions {
+            give_up_after: Duration::from_secs(self.reconnect_timeout),
+            ..FollowOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a session on TASK and follow it until it ends.
+    ///
+    /// Prints `session <id>` first, on its own line. Then, unless --detach, one line per
+    /// event:
+    ///
+    ///   [round 2] REVIEW  awaiting: backend, security
+    ///   #3 r1 CONTRIBUTE backend ANALYSIS: <first line of content>
+    ///   #8 r1 SYNTHESIZE supervisor PROPOSAL v1: <first line>
+    ///   #12 r2 REVIEW security  OBJECT: <first concern> (+1 more)
+    ///   #13 r2 REVIEW backend  APPROVE: v2 (sha256 <12 hex digits>)
+    ///
+    /// and at the end:
+    ///
+    ///   result: <STATUS> after round <n>
+    ///   reason: <why>                         (when there is one)
+    ///   final proposal: v<n> sha256 <hash>    (CONSENSUS)
+    ///   open objections:                      (NO_CONSENSUS)
+    ///     <role>: <concern>
+    ///
+    /// If the stream breaks, meshctl reconnects and resumes after the last event shown.
+    /// Exit code: 0 CONSENSUS, 2 NO_CONSENSUS, 1 FAILED, CANCELLED or error.
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// What the participants should negotiate.
+        task: String,
+        /// Specialist roles, comma-separated; default: the coordinator's six specialists.
+        /// The supervisor always takes part.
+        #[arg(long, value_delimiter = ',', value_name = "ROLE,...")]
+        roles: Vec<String>,
+        /// The most review rounds; 0 means the coordinator's default.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_rounds: u32,
+        /// Print the session id and exit 0 without following.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// Follow an existing session from its first event; output and exit codes as `run`.
+    Watch {
+        /// The session id.
+        id: String,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// List sessions, newest first.
+    ///
+    /// Table columns: ID, STATUS, ROUND (round/max), ROLES (count, supervisor
+    /// included), ENTRIES, UPDATED (age), TASK (first line, cut to 48 characters).
+    ///
+    /// --json prints an array, newest first, of objects with the fields id, task, roles,
+    /// max_rounds, status (e.g. "REVIEW"), round, created_ms, updated_ms, reason,
+    /// final_version, final_hash, open_objections ([{role, concern}]), assignments
+    /// ({role: worker_id}) and entry_count.
+    #[command(verbatim_doc_comment)]
+    Sessions {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a session: status, round, reason, roles and their workers, final hash, open
+    /// objections, entry count, and the verdict of each role in each review round.
+    ///
+    /// --json prints {"session": <as in `sessions --json`>, "verdicts": {"rounds":
+    /// [1, 2], "rows": [{"role": "backend", "verdicts": ["OBJECT", "APPROVE"]}]}},
+    /// with null where a role gave no verdict in a round.
+    #[command(verbatim_doc_comment)]
+    Show {
+        /// The session id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a session; prints `session <id> <STATUS>`.
+    Cancel {
+        /// The session id.
+        id: String,
+        /// Why, recorded as the session's reason.
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        reason: String,
+    },
+    /// List connected workers by role, then id.
+    ///
+    /// Table columns: WORKER, ROLE, LOAD (sessions held/capacity), TURNS (completed),
+    /// DRAINING (yes/no), VERSION.
+    ///
+    /// --json prints an array in the same order of objects with the fields worker_id,
+    /// role, load, capacity, turns_completed, draining, version and connected_ms.
+    #[command(verbatim_doc_comment)]
+    Workers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a session's transcript as the markdown communication file or as JSON.
+    Export {
+        /// The session id.
+        id: String,
+        /// md: `### [ROLE] [time] UTC` blocks; json: {"session": ..., "entries": [...]}.
+        #[arg(long, value_enum, default_value = "md")]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; they garble captured logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let coordinator = Coordinator::new(&cli.coordinator)?;
+    match cli.command {
+        Command::Run {
+            task,
+            roles,
+            max_rounds,
+            detach,
+            follow,
+        } => {
+            let request = RunRequest {
+                task,
+                roles,
+                max_rounds,
+                detach,
+            };
+            commands::run(&coordinator, request, &follow.options()).await
+        }
+        Command::Watch { id, follow } => {
+            commands::watch(&coordinator, &id, &follow.options()).await
+        }
+        Command::Sessions { json } => commands::sessions(&coordinator, json).await,
+        Command::Show { id, json } => commands::show(&coordinator, &id, json).await,
+        Command::Cancel { id, reason } => commands::cancel(&coordinator, &id, reason).await,
+        Command::Workers { json } => commands::workers(&coordinator, json).await,
+        Command::Export { id, format, output } => {
+            commands::export(&coordinator, &id, format, output.as_deref()).await
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_splits_roles_on_commas() {
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "--coordinator",
+            "h:1",
+            "run",
+            "a task",
+            "--roles",
+            "backend,security",
+            "--max-rounds",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.coordinator, "h:1");
+        match cli.command {
+            Command::Run {
+                task,
+                roles,
+                max_rounds,
+                detach,
+                ..
+            } => {
+                assert_eq!(task, "a task");
+                assert_eq!(roles, ["backend", "security"]);
+                assert_eq!(max_rounds, 3);
+                assert!(!detach);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_coordinator_flag_works_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["meshctl", "sessions", "--coordinator", "h:2"]).unwrap();
+        assert_eq!(cli.coordinator, "h:2");
+    }
+
+    #[test]
+    fn export_formats_are_md_and_json() {
+        let cli = Cli::try_parse_from(["meshctl", "export", "s1", "--format", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Export {
+                format: ExportFormat::Json,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["meshctl", "export", "s1", "--format", "pdf"]).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The agentmesh wire contract, package `agentmesh.v1`, and its conversions to the
+//! core's types.
+//!
+//! # Layout
+//!
+//! - [`v1`]: the generated messages, the `WorkerService` (one bidirectional stream per
+//!   worker) and the `SessionService` (the client API), clients and servers.
+//! - [`FILE_DESCRIPTOR_SET`]: what the coordinator's gRPC reflection serves.
+//! - `From`/`TryFrom` impls between `v1` and `agentmesh_core` types. Wire enums that a
+//!   peer sent as UNSPECIFIED or as a number we do not know convert to `None` or an
+//!   error, never to a default that could be mistaken for a real value.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("agentmesh.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `agentmesh.v1`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("agentmesh_v1_descriptor");
+
+use agentmesh_core as core;
+
+impl From<core::Phase> for v1::Phase {
+    fn from(p: core::Phase) -> Self {
+        match p {
+            core::Phase::Framing => v1::Phase::Framing,
+            core::Phase::Contribute => v1::Phase::Contribute,
+            core::Phase::Synthesize => v1::Phase::Synthesize,
+            core::Phase::Review => v1::Phase::Review,
+        }
+    }
+}
+
+/// A wire phase as a core phase; `None` for UNSPECIFIED or unknown numbers.
+pub fn phase_from_wire(raw: i32) -> Option<core::Phase> {
+    match v1::Phase::try_from(raw).ok()? {
+        v1::Phase::Unspecified => None,
+        v1::Phase::Framing => Some(core::Phase::Framing),
+        v1::Phase::Contribute => Some(core::Phase::Contribute),
+        v1::Phase::Synthesize => Some(core::Phase::Synthesize),
+        v1::Phase::Review => Some(core::Phase::Review),
+    }
+}
+
+impl From<core::EntryType> for v1::EntryType {
+    fn from(t: core::EntryType) -> Self {
+        match t {
+            core::EntryType::Framework => v1::EntryType::Framework,
+            core::EntryType::Analysis => v1::EntryType::Analysis,
+            core::EntryType::Proposal => v1::EntryType::Proposal,
+            core::EntryType::Implementation => v1::EntryType::Implementation,
+            core::EntryType::Review => v1::EntryType::Review,
+            core::EntryType::Question => v1::EntryType::Question,
+            core::EntryType::Answer => v1::EntryType::Answer,
+            core::EntryType::Objection => v1::EntryType::Objection,
+            core::EntryType::Signoff => v1::EntryType::Signoff,
+        }
+    }
+}
+
+pub fn entry_type_from_wire(raw: i32) -> Option<core::EntryType> {
+    Some(match v1::EntryType::try_from(raw).ok()? {
+        v1::EntryType::Unspecified => return None,
+        v1::EntryType::Framework => core::EntryType::Framework,
+        v1::EntryType::Analysis => core::EntryType::Analysis,
+        v1::EntryType::Proposal => core::EntryType::Proposal,
+        v1::EntryType::Implementation => core::EntryType::Implementation,
+        v1::EntryType::Review => core::EntryType::Review,
+        v1::EntryType::Question => core::EntryType::Question,
+        v1::EntryType::Answer => core::EntryType::Answer,
+        v1::EntryType::Objection => core::EntryType::Objection,
+        v1::EntryType::Signoff => core::EntryType::Signoff,
+    })
+}
+
+impl From<core::Verdict> for v1::Verdict {
+    fn from(v: core::Verdict) -> Self {
+        match v {
+            core::Verdict::Approve => v1::Verdict::Approve,
+            core::Verdict::Object => v1::Verdict::Object,
+            core::Verdict::Invalid => v1::Verdict::Invalid,
+        }
+    }
+}
+
+pub fn verdict_from_wire(raw: i32) -> Option<core::Verdict> {
+    Some(match v1::Verdict::try_from(raw).ok()? {
+        v1::Verdict::Unspecified => return None,
+        v1::Verdict::Approve => core::Verdict::Approve,
+        v1::Verdict::Object => core::Verdict::Object,
+        v1::Verdict::Invalid => core::Verdict::Invalid,
+    })
+}
+
+impl From<core::Status> for v1::SessionStatus {
+    fn from(s: core::Status) -> Self {
+        match s {
+            core::Status::Pending => v1::SessionStatus::Pending,
+            core::Status::Framing => v1::SessionStatus::Framing,
+            core::Status::Contribute => v1::SessionStatus::Contribute,
+            core::Status::Synthesize => v1::SessionStatus::Synthesize,
+            core::Status::Review => v1::SessionStatus::Review,
+            core::Status::Consensus => v1::SessionStatus::Consensus,
+            core::Status::NoConsensus => v1::SessionStatus::NoConsensus,
+            core::Status::Cancelled => v1::SessionStatus::Cancelled,
+            core::Status::Failed => v1::SessionStatus::Failed,
+        }
+    }
+}
+
+pub fn status_from_wire(raw: i32) -> Option<core::Status> {
+    Some(match v1::SessionStatus::try_from(raw).ok()? {
+        v1::SessionStatus::Unspecified => return None,
+        v1::SessionStatus::Pending => core::Status::Pending,
+        v1::SessionStatus::Framing => core::Status::Framing,
+        v1::SessionStatus::Contribute => core::Status::Contribute,
+        v1::SessionStatus::Synthesize => core::Status::Synthesize,
+        v1::SessionStatus::Review => core::Status::Review,
+        v1::SessionStatus::Consensus => core::Status::Consensus,
+        v1::SessionStatus::NoConsensus => core::Status::NoConsensus,
+        v1::SessionStatus::Cancelled => core::Status::Cancelled,
+        v1::SessionStatus::Failed => core::Status::Failed,
+    })
+}
+
+/// The short name of a wire status, e.g. `CONSENSUS`.
+pub fn status_name(raw: i32) -> &'static str {
+    status_from_wire(raw).map_or("UNSPECIFIED", core::Status::as_str)
+}
+
+impl From<&core::Entry> for v1::Entry {
+    fn from(e: &core::Entry) -> Self {
+        v1::Entry {
+            seq: e.seq,
+            round: e.round,
+            phase: v1::Phase::from(e.phase) as i32,
+            role: e.role.clone(),
+            worker_id: e.worker_id.clone(),
+            entry_type: v1::EntryType::from(e.entry_type) as i32,
+            timestamp_ms: e.timestamp_ms,
+            content: e.content.clone(),
+            verdict: e
+                .verdict
+                .map_or(v1::Verdict::Unspecified, v1::Verdict::from) as i32,
+            concerns: e.concerns.clone(),
+            proposal_hash: e.proposal_hash.clone(),
+            signature: e.signature.clone(),
+            proposal_version: e.proposal_version,
+        }
+    }
+}
+
+impl TryFrom<&v1::Entry> for core::Entry {
+    type Error = String;
+    fn try_from(e: &v1::Entry) -> Result<Self, String> {
+        Ok(core::Entry {
+            seq: e.seq,
+            round: e.round,
+            phase: phase_from_wire(e.phase)
+                .ok_or_else(|| format!("entry {}: unknown phase {}", e.seq, e.phase))?,
+            role: e.role.clone(),
+            worker_id: e.worker_id.clone(),
+            entry_type: entry_type_from_wire(e.entry_type)
+                .ok_or_else(|| format!("entry {}: unknown type {}", e.seq, e.entry_type))?,
+            timestamp_ms: e.timestamp_ms,
+            content: e.content.clone(),
+            verdict: verdict_from_wire(e.verdict),
+            concerns: e.concerns.clone(),
+            proposal_hash: e.proposal_hash.clone(),
+            proposal_version: e.proposal_version,
+            signature: e.signature.clone(),
+        })
+    }
+}
+
+impl From<&core::SessionSummary> for v1::Session {
+    fn from(s: &core::SessionSummary) -> Self {
+        v1::Session {
+            id: s.id.clone(),
+            task: s.task.clone(),
+            roles: s.roles.clone(),
+            max_rounds: s.max_rounds,
+            status: v1::SessionStatus::from(s.status) as i32,
+            round: s.round,
+            created_ms: s.created_ms,
+            updated_ms: s.updated_ms,
+            reason: s.reason.clone(),
+            final_version: s.final_version,
+            final_hash: s.final_hash.clone(),
+            open_objections: s
+                .open_objections
+                .iter()
+                .map(|o| v1::Objection {
+                    role: o.role.clone(),
+                    concern: o.concern.clone(),
+                })
+                .collect(),
+            assignments: s
+                .assignments
+                .iter()
+                .map(|(role, worker_id)| v1::Assignment {
+                    role: role.clone(),
+                    worker_id: worker_id.clone(),
+                })
+                .collect(),
+            entry_count: s.entry_count,
+        }
+    }
+}
+
+impl TryFrom<&v1::Session> for core::SessionSummary {
+    type Error = String;
+    fn try_from(s: &v1::Session) -> Result<Self, String> {
+        Ok(core::SessionSummary {
+            id: s.id.clone(),
+            task: s.task.clone(),
+            roles: s.roles.clone(),
+            max_rounds: s.max_rounds,
+            status: status_from_wire(s.status)
+                .ok_or_else(|| format!("session {}: unknown status {}", s.id, s.status))?,
+            round: s.round,
+            created_ms: s.created_ms,
+            updated_ms: s.updated_ms,
+            reason: s.reason.clone(),
+            final_version: s.final_version,
+            final_hash: s.final_hash.clone(),
+            open_objections: s
+                .open_objections
+                .iter()
+                .map(|o| core::Objection {
+                    role: o.role.clone(),
+                    concern: o.concern.clone(),
+                })
+                .collect(),
+            assignments: s
+                .assignments
+                .iter()
+                .map(|a| (a.role.clone(), a.worker_id.clone()))
+                .collect(),
+            entry_count: s.entry_count,
+        })
+    }
+}
+
+impl From<&core::TurnKey> for v1::TurnId {
+    fn from(t: &core::TurnKey) -> Self {
+        v1::TurnId {
+            session_id: String::new(),
+            round: t.round,
+            phase: v1::Phase::from(t.phase) as i32,
+            role: t.role.clone(),
+            attempt: t.attempt,
+        }
+    }
+}
+
+/// The session id and core turn key a wire turn id names.
+pub fn turn_from_wire(t: &v1::TurnId) -> Result<(String, core::TurnKey), String> {
+    let phase = phase_from_wire(t.phase).ok_or_else(|| format!("unknown phase {}", t.phase))?;
+    Ok((
+        t.session_id.clone(),
+        core::TurnKey {
+            round: t.round,
+            phase,
+            role: t.role.clone(),
+            attempt: t.attempt,
+        },
+    ))
+}
+
+/// A wire turn result as a core reply.
+pub fn reply_from_wire(r: &v1::TurnResult) -> core::Reply {
+    core::Reply {
+        entry_type: entry_type_from_wire(r.entry_type),
+        content: r.content.clone(),
+        verdict: verdict_from_wire(r.verdict),
+        concerns: r.concerns.clone(),
+        proposal_hash: r.proposal_hash.clone(),
+        signature: r.signature.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_round_trips_through_the_wire() {
+        let e = core::Entry {
+            seq: 7,
+            round: 2,
+            phase: core::Phase::Review,
+            role: "security".into(),
+            worker_id: "security-1".into(),
+            entry_type: core::EntryType::Review,
+            timestamp_ms: 1_795_498_212_345,
+            content: "ok".into(),
+            verdict: Some(core::Verdict::Approve),
+            concerns: vec![],
+            proposal_hash: "ab".into(),
+            proposal_version: 2,
+            signature: vec![9],
+        };
+        let wire = v1::Entry::from(&e);
+        assert_eq!(core::Entry::try_from(&wire).unwrap(), e);
+    }
+
+    #[test]
+    fn unspecified_enums_are_not_defaulted() {
+        assert_eq!(phase_from_wire(0), None);
+        assert_eq!(phase_from_wire(99), None);
+        assert_eq!(entry_type_from_wire(0), None);
+        assert_eq!(verdict_from_wire(0), None);
+        assert_eq!(status_from_wire(0), None);
+    }
+}

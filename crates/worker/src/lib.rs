@@ -1,0 +1,506 @@
+//! The agentmesh worker: one role, one bidirectional stream to the coordinator, turns
+//! run through a [`Brain`].
+//!
+//! # Layout
+//!
+//! - [`run`]: the connection loop. Connect, say Hello (with the sessions already held, so
+//!   only deltas are sent), serve turns, and on any break reconnect with exponential
+//!   back-off and full jitter. Ends when `shutdown` fires and in-flight turns are done.
+//! - [`Held`]: the transcripts this worker has seen, per session, built from deltas.
+//! - [`Backoff`]: the reconnect schedule.
+//!
+//! # Drain
+//!
+//! On shutdown the worker tells the coordinator it is draining (no new sessions), lets
+//! its in-flight turns finish for up to `grace`, then closes the stream: whatever it still
+//! held is reassigned to a replica of its role.
+
+use agentmesh_brain::{Brain, TurnContext};
+use agentmesh_core::Entry;
+use agentmesh_proto::v1::worker_service_client::WorkerServiceClient;
+use agentmesh_proto::v1::{self, WorkerMessage, coordinator_message, worker_message};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub role: String,
+    pub worker_id: String,
+    pub coordinator: String,
+    /// Sessions served at once.
+    pub capacity: u32,
+    /// How long shutdown waits for in-flight turns.
+    pub grace: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// The reconnect schedule: exponential growth with full jitter, so a fleet of workers
+/// that lost the same coordinator does not reconnect in lock-step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The ceiling of the next wait: initial * 2^attempt, capped.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(16));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// The next wait, uniformly drawn from [ceiling/2, ceiling].
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt += 1;
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// One session as this worker knows it.
+#[derive(Debug, Clone, Default)]
+pub struct HeldSession {
+    pub header: v1::SessionHeader,
+    pub transcript: Vec<Entry>,
+}
+
+/// The sessions this worker holds transcript for, shared by the turn tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Held(Arc<Mutex<HashMap<String, HeldSession>>>);
+
+impl Held {
+    /// The cursors a Hello reports.
+    pub fn cursors(&self) -> Vec<v1::SessionCursor> {
+        let held = self.0.lock().expect("held lock");
+        held.iter()
+            .map(|(id, s)| v1::SessionCursor {
+                session_id: id.clone(),
+                seq: s.transcript.len() as u64,
+            })
+            .collect()
+    }
+
+    /// Applies a turn request's header and delta; returns the full context for the brain,
+    /// or why the delta does not fit what this worker holds.
+    pub fn absorb(&self, request: &v1::TurnRequest, role: &str) -> Result<TurnContext, String> {
+        let turn = request
+            .turn
+            .as_ref()
+            .ok_or("turn request without a turn id")?;
+        let phase = agentmesh_proto::phase_from_wire(turn.phase)
+            .ok_or_else(|| format!("unknown phase {}", turn.phase))?;
+        let mut held = self.0.lock().expect("held lock");
+        if let Some(header) = &request.session {
+            held.entry(turn.session_id.clone()).or_default().header = header.clone();
+        }
+        let session = held
+            .get_mut(&turn.session_id)
+            .ok_or_else(|| format!("unknown session {}: no header received", turn.session_id))?;
+        for wire in &request.delta {
+            let have = session.transcript.len() as u64;
+            if wire.seq <= have {
+                continue; // already held: the coordinator resent from an older cursor
+            }
+            if wire.seq != have + 1 {
+                return Err(format!(
+                    "transcript gap: hold {have} entries, delta continues at {}",
+                    wire.seq
+                ));
+            }
+            session.transcript.push(Entry::try_from(wire)?);
+        }
+        Ok(TurnContext {
+            session_id: turn.session_id.clone(),
+            task: session.header.task.clone(),
+            roles: session.header.roles.clone(),
+            max_rounds: session.header.max_rounds,
+            role: role.to_string(),
+            round: turn.round,
+            phase,
+            attempt: turn.attempt,
+            transcript: session.transcript.clone(),
+            proposal_version: request.proposal_version,
+            proposal_hash: request.proposal_hash.clone(),
+        })
+    }
+
+    pub fn forget(&self, session_id: &str) {
+        self.0.lock().expect("held lock").remove(session_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("held lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Counts running turns; shutdown waits for it to reach zero.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct TurnGuard(Arc<InFlight>);
+
+impl TurnGuard {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        TurnGuard(in_flight.clone())
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Why one connection ended.
+enum Ended {
+    /// Shutdown requested and drained: stop for good.
+    Drained,
+    /// The stream broke or could not be opened: reconnect.
+    Broken(String),
+}
+
+/// Runs the worker until `shutdown` turns true and its turns are drained.
+pub async fn run(
+    config: WorkerConfig,
+    brain: Arc<dyn Brain>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let held = Held::default();
+    let in_flight = Arc::new(InFlight::default());
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        match connect_and_serve(
+            &config,
+            &brain,
+            &held,
+            &in_flight,
+            &mut shutdown,
+            &mut backoff,
+        )
+        .await
+        {
+            Ended::Drained => return Ok(()),
+            Ended::Broken(why) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(coordinator = %config.coordinator, %why, ?delay, "disconnected; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn connect_and_serve(
+    config: &WorkerConfig,
+    brain: &Arc<dyn Brain>,
+    held: &Held,
+    in_flight: &Arc<InFlight>,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Ended {
+    let endpoint = match tonic::transport::Endpoint::from_shared(config.coordinator.clone()) {
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10)),
+        Err(e) => return Ended::Broken(format!("bad coordinator URL: {e}")),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return Ended::Broken(format!("connect: {e}")),
+    };
+    let mut client = WorkerServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (out_tx, out_rx) = mpsc::channel::<WorkerMessage>(256);
+    let hello = v1::Hello {
+        role: config.role.clone(),
+        worker_id: config.worker_id.clone(),
+        capacity: config.capacity,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cursors: held.cursors(),
+    };
+    let _ = out_tx
+        .send(WorkerMessage {
+            msg: Some(worker_message::Msg::Hello(hello)),
+        })
+        .await;
+    let mut inbound = match client.attach(ReceiverStream::new(out_rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return Ended::Broken(format!("attach: {:?}: {}", status.code(), status.message()));
+        }
+    };
+
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            message = inbound.message() => {
+                let message = match message {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Ended::Broken("the coordinator closed the stream".into()),
+                    Err(status) => return Ended::Broken(format!("{:?}: {}", status.code(), status.message())),
+                };
+                match message.msg {
+                    Some(coordinator_message::Msg::Welcome(welcome)) => {
+                        backoff.reset();
+                        let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+                        heartbeat = tokio::time::interval(every);
+                        tracing::info!(coordinator = %welcome.coordinator_id, role = %config.role, id = %config.worker_id, "joined the mesh");
+                    }
+                    Some(coordinator_message::Msg::Turn(request)) => {
+                        if draining {
+                            // Leaving soon: the turn is reassigned to a replica once we go.
+                            continue;
+                        }
+                        start_turn(config, brain, held, in_flight, request, out_tx.clone());
+                    }
+                    Some(coordinator_message::Msg::SessionEnd(end)) => {
+                        tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), "session ended");
+                        held.forget(&end.session_id);
+                    }
+                    Some(coordinator_message::Msg::Ping(_)) => {
+                        let _ = out_tx.send(heartbeat_message(in_flight)).await;
+                    }
+                    Some(coordinator_message::Msg::Ack(ack)) => {
+                        if ack.code != 0 {
+                            let turn = ack.turn.unwrap_or_default();
+                            tracing::warn!(session = %turn.session_id, round = turn.round, code = ack.code, message = %ack.message, "result refused");
+                        }
+                    }
+                    None => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                let _ = out_tx.send(heartbeat_message(in_flight)).await;
+            }
+            _ = shutdown.wait_for(|s| *s), if !draining => {
+                draining = true;
+                tracing::info!(in_flight = in_flight.count.load(Ordering::SeqCst), grace = ?config.grace, "draining");
+                let _ = out_tx.send(WorkerMessage { msg: Some(worker_message::Msg::Draining(v1::Draining {})) }).await;
+            }
+            () = wait_idle(in_flight, config.grace), if draining => {
+                // In-flight turns are done (or the grace period is over). Give their
+                // results' acks a moment to arrive, then leave by closing our side.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tracing::info!("drained; leaving the mesh");
+                return Ended::Drained;
+            }
+        }
+    }
+}
+
+async fn wait_idle(in_flight: &InFlight, grace: Duration) {
+    let idle = async {
+        loop {
+            let notified = in_flight.idle.notified();
+            if in_flight.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(grace, idle).await;
+}
+
+fn heartbeat_message(in_flight: &InFlight) -> WorkerMessage {
+    WorkerMessage {
+        msg: Some(worker_message::Msg::Heartbeat(v1::Heartbeat {
+            active_turns: in_flight.count.load(Ordering::SeqCst) as u32,
+        })),
+    }
+}
+
+/// Runs one turn in its own task: absorb the delta, think, answer.
+fn start_turn(
+    config: &WorkerConfig,
+    brain: &Arc<dyn Brain>,
+    held: &Held,
+    in_flight: &Arc<InFlight>,
+    request: v1::TurnRequest,
+    out: mpsc::Sender<WorkerMessage>,
+) {
+    let guard = TurnGuard::new(in_flight);
+    let brain = brain.clone();
+    let held = held.clone();
+    let role = config.role.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let turn = request.turn.clone().unwrap_or_default();
+        let message = match held.absorb(&request, &role) {
+            Err(why) => failed(turn, why),
+            Ok(context) => {
+                let budget = Duration::from_millis(
+                    request.deadline_ms.saturating_sub(now_ms()).max(1_000) as u64,
+                );
+                match tokio::time::timeout(budget, brain.think(context)).await {
+                    Ok(Ok(reply)) => WorkerMessage {
+                        msg: Some(worker_message::Msg::Result(v1::TurnResult {
+                            turn: Some(turn),
+                            entry_type: reply
+                                .entry_type
+                                .map_or(0, |t| v1::EntryType::from(t) as i32),
+                            content: reply.content,
+                            verdict: reply.verdict.map_or(0, |v| v1::Verdict::from(v) as i32),
+                            concerns: reply.concerns,
+                            proposal_hash: reply.proposal_hash,
+                            signature: reply.signature,
+                        })),
+                    },
+                    Ok(Err(e)) => failed(turn, format!("brain {}: {e}", brain.name())),
+                    Err(_) => failed(
+                        turn,
+                        format!("brain {} exceeded the turn deadline", brain.name()),
+                    ),
+                }
+            }
+        };
+        // If the stream broke meanwhile this fails: the coordinator has reassigned the
+        // turn under a new attempt, so the result would be stale anyway.
+        let _ = out.send(message).await;
+    });
+}
+
+fn failed(turn: v1::TurnId, reason: String) -> WorkerMessage {
+    tracing::warn!(session = %turn.session_id, %reason, "turn failed");
+    WorkerMessage {
+        msg: Some(worker_message::Msg::Failed(v1::TurnFailed {
+            turn: Some(turn),
+            reason,
+        })),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut ceilings = Vec::new();
+        for _ in 0..8 {
+            let ceiling = b.ceiling();
+            let d = b.next_delay();
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{d:?} outside [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+            ceilings.push(ceiling.as_millis());
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+
+    fn wire_entry(seq: u64) -> v1::Entry {
+        v1::Entry {
+            seq,
+            round: 1,
+            phase: v1::Phase::Contribute as i32,
+            role: "backend".into(),
+            entry_type: v1::EntryType::Analysis as i32,
+            content: format!("entry {seq}"),
+            ..Default::default()
+        }
+    }
+
+    fn request(delta: Vec<v1::Entry>, header: bool) -> v1::TurnRequest {
+        v1::TurnRequest {
+            turn: Some(v1::TurnId {
+                session_id: "s1".into(),
+                round: 1,
+                phase: v1::Phase::Contribute as i32,
+                role: "backend".into(),
+                attempt: 1,
+            }),
+            session: header.then(|| v1::SessionHeader {
+                session_id: "s1".into(),
+                task: "build it".into(),
+                roles: vec!["supervisor".into(), "backend".into()],
+                max_rounds: 3,
+            }),
+            delta,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deltas_extend_the_held_transcript_and_gaps_are_refused() {
+        let held = Held::default();
+        assert!(
+            held.absorb(&request(vec![wire_entry(1)], false), "backend")
+                .is_err(),
+            "no header yet"
+        );
+        let ctx = held
+            .absorb(
+                &request(vec![wire_entry(1), wire_entry(2)], true),
+                "backend",
+            )
+            .unwrap();
+        assert_eq!(ctx.transcript.len(), 2);
+        assert_eq!(ctx.task, "build it");
+        // A resend from an older cursor overlaps: the overlap is skipped, not duplicated.
+        let ctx = held
+            .absorb(
+                &request(vec![wire_entry(2), wire_entry(3)], false),
+                "backend",
+            )
+            .unwrap();
+        assert_eq!(
+            ctx.transcript.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let gap = held
+            .absorb(&request(vec![wire_entry(5)], false), "backend")
+            .unwrap_err();
+        assert!(gap.contains("gap"), "{gap}");
+        assert_eq!(held.cursors()[0].seq, 3);
+        held.forget("s1");
+        assert!(held.is_empty());
+    }
+}

@@ -1,0 +1,402 @@
+//! Bad input gets a precise gRPC status and changes nothing. The test drives the worker
+//! protocol by hand over a raw `WorkerService.Attach` stream, so it can send exactly the
+//! malformed, stale, foreign, duplicate and oversized results a real worker never would.
+
+use agentmesh_e2e::{Cluster, CoordinatorOpts};
+use agentmesh_proto::v1::worker_service_client::WorkerServiceClient;
+use agentmesh_proto::v1::{
+    self, CoordinatorMessage, WorkerMessage, coordinator_message::Msg, worker_message,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+
+/// A hand-driven worker stream.
+struct RawWorker {
+    tx: mpsc::Sender<WorkerMessage>,
+    inbound: Streaming<CoordinatorMessage>,
+}
+
+impl RawWorker {
+    async fn attach(url: &str, role: &str, id: &str) -> Result<RawWorker, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client =
+            WorkerServiceClient::new(channel).max_encoding_message_size(8 * 1024 * 1024);
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(WorkerMessage {
+            msg: Some(worker_message::Msg::Hello(v1::Hello {
+                role: role.into(),
+                worker_id: id.into(),
+                capacity: 4,
+                version: "test".into(),
+                cursors: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+        let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
+        match inbound.message().await?.and_then(|m| m.msg) {
+            Some(Msg::Welcome(_)) => Ok(RawWorker { tx, inbound }),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Msg, tonic::Status> {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await
+                .expect("a message within 10s")?;
+            match message.and_then(|m| m.msg) {
+                Some(Msg::Ping(_)) => continue,
+                Some(msg) => return Ok(msg),
+                None => return Err(tonic::Status::unknown("stream ended")),
+            }
+        }
+    }
+
+    async fn next_turn(&mut self) -> v1::TurnRequest {
+        match self.next().await.unwrap() {
+            Msg::Turn(t) => t,
+            other => panic!("expected a turn, got {other:?}"),
+        }
+    }
+
+    /// Sends a result and returns the coordinator's ack.
+    async fn submit(
+        &mut self,
+        turn: v1::TurnId,
+        entry_type: v1::EntryType,
+        content: &str,
+    ) -> v1::ResultAck {
+        self.tx
+            .send(WorkerMessage {
+                msg: Some(worker_message::Msg::Result(v1::TurnResult {
+                    turn: Some(turn),
+                    entry_type: entry_type as i32,
+                    content: content.into(),
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        match self.next().await.unwrap() {
+            Msg::Ack(ack) => ack,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+}
+
+fn code(ack: &v1::ResultAck) -> Code {
+    Code::from_i32(ack.code)
+}
+
+#[test]
+fn worker_results_get_precise_statuses_and_change_nothing() {
+    let cluster = Cluster::start(CoordinatorOpts::default());
+    let url = cluster.url.clone();
+    let mut client = cluster.client();
+    cluster.rt.block_on(async move {
+        let mut supervisor = RawWorker::attach(&url, "supervisor", "sup-raw")
+            .await
+            .unwrap();
+        let mut backend = RawWorker::attach(&url, "backend", "backend-raw")
+            .await
+            .unwrap();
+        let session = client
+            .create_session(v1::CreateSessionRequest {
+                task: "Design a payments ledger".into(),
+                roles: vec!["backend".into()],
+                max_rounds: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let framing = supervisor.next_turn().await;
+        let turn = framing.turn.clone().unwrap();
+        assert_eq!(turn.session_id, session.id);
+        assert_eq!(turn.phase, v1::Phase::Framing as i32);
+        assert_eq!(
+            framing.session.as_ref().unwrap().task,
+            "Design a payments ledger"
+        );
+
+        let entries =
+            |mut c: v1::session_service_client::SessionServiceClient<tonic::transport::Channel>,
+             id: String| async move {
+                c.get_transcript(v1::GetTranscriptRequest { session_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .entries
+                    .len()
+            };
+
+        // Stale round.
+        let stale = v1::TurnId {
+            round: 3,
+            ..turn.clone()
+        };
+        let ack = supervisor
+            .submit(stale, v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::FailedPrecondition, "{}", ack.message);
+        // Stale phase.
+        let wrong_phase = v1::TurnId {
+            phase: v1::Phase::Review as i32,
+            ..turn.clone()
+        };
+        let ack = supervisor
+            .submit(wrong_phase, v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::FailedPrecondition, "{}", ack.message);
+        // Retired or future attempt.
+        let wrong_attempt = v1::TurnId {
+            attempt: 7,
+            ..turn.clone()
+        };
+        let ack = supervisor
+            .submit(wrong_attempt, v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::FailedPrecondition, "{}", ack.message);
+        // A worker that is not assigned this turn.
+        let ack = backend
+            .submit(turn.clone(), v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::PermissionDenied, "{}", ack.message);
+        // A role that is not a participant.
+        let foreign = v1::TurnId {
+            role: "qa".into(),
+            ..turn.clone()
+        };
+        let ack = supervisor
+            .submit(foreign, v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::PermissionDenied, "{}", ack.message);
+        // An unknown session.
+        let unknown = v1::TurnId {
+            session_id: "no-such-session".into(),
+            ..turn.clone()
+        };
+        let ack = supervisor
+            .submit(unknown, v1::EntryType::Framework, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::NotFound, "{}", ack.message);
+        // A type the phase does not allow, and an empty reply.
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Review, "framework")
+            .await;
+        assert_eq!(code(&ack), Code::InvalidArgument, "{}", ack.message);
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Framework, "  ")
+            .await;
+        assert_eq!(code(&ack), Code::InvalidArgument, "{}", ack.message);
+        // Content over the entry limit (512 KiB by default) but within the message limit.
+        let big = "x".repeat(600 * 1024);
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Framework, &big)
+            .await;
+        assert_eq!(code(&ack), Code::ResourceExhausted, "{}", ack.message);
+        assert_eq!(
+            entries(client.clone(), session.id.clone()).await,
+            0,
+            "nothing was appended"
+        );
+
+        // The real answer is accepted once; its duplicate is acknowledged idempotently.
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Framework, "the framework")
+            .await;
+        assert_eq!(
+            (code(&ack), ack.seq, ack.duplicate),
+            (Code::Ok, 1, false),
+            "{}",
+            ack.message
+        );
+        // The backend's contribute turn is now out: drain it before acking the duplicate.
+        let contribute = backend.next_turn().await;
+        assert_eq!(
+            contribute.delta.len(),
+            1,
+            "the backend gets only the entries it lacks"
+        );
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Framework, "the framework")
+            .await;
+        assert_eq!(
+            (code(&ack), ack.seq, ack.duplicate),
+            (Code::Ok, 1, true),
+            "{}",
+            ack.message
+        );
+        assert_eq!(
+            entries(client.clone(), session.id.clone()).await,
+            1,
+            "the duplicate appended nothing"
+        );
+
+        // A message over the 1 MiB limit ends the stream with RESOURCE_EXHAUSTED...
+        let huge = "y".repeat(2 * 1024 * 1024);
+        backend
+            .tx
+            .send(WorkerMessage {
+                msg: Some(worker_message::Msg::Result(v1::TurnResult {
+                    turn: contribute.turn.clone(),
+                    entry_type: v1::EntryType::Analysis as i32,
+                    content: huge,
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        let status = loop {
+            match backend.next().await {
+                Err(status) => break status,
+                Ok(Msg::Ack(ack)) => {
+                    panic!("an oversized message must not be acknowledged: {ack:?}")
+                }
+                Ok(_) => continue,
+            }
+        };
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        // ... and nothing of it reached the transcript.
+        assert_eq!(entries(client.clone(), session.id.clone()).await, 1);
+
+        // A Hello with an empty role is refused.
+        let refused = RawWorker::attach(&url, "", "nobody")
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        // A second stream under a connected worker's id is refused.
+        let refused = RawWorker::attach(&url, "supervisor", "sup-raw")
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code(), Code::AlreadyExists);
+    });
+}
+
+#[test]
+fn client_requests_get_precise_statuses_and_change_nothing() {
+    let cluster = Cluster::start(CoordinatorOpts::default());
+    let mut client = cluster.client();
+    cluster.rt.block_on(async move {
+        let count = |mut c: v1::session_service_client::SessionServiceClient<
+            tonic::transport::Channel,
+        >| async move {
+            c.list_sessions(v1::ListSessionsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .sessions
+                .len()
+        };
+        let unknown = || "no-such-session".to_string();
+        let status = client
+            .get_session(v1::GetSessionRequest {
+                session_id: unknown(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = client
+            .get_transcript(v1::GetTranscriptRequest {
+                session_id: unknown(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = client
+            .cancel_session(v1::CancelSessionRequest {
+                session_id: unknown(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = client
+            .watch_session(v1::WatchSessionRequest {
+                session_id: unknown(),
+                from_seq: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+
+        for (task, roles, what) in [
+            ("", vec![], "empty task"),
+            ("   ", vec![], "blank task"),
+            ("Design X", vec![String::new()], "empty role"),
+            ("Design X", vec!["Back End".to_string()], "malformed role"),
+            (
+                "Design X",
+                vec!["backend".to_string(), "backend".to_string()],
+                "duplicate role",
+            ),
+            (
+                "Design X",
+                vec!["supervisor".to_string()],
+                "supervisor as specialist",
+            ),
+        ] {
+            let status = client
+                .create_session(v1::CreateSessionRequest {
+                    task: task.into(),
+                    roles,
+                    max_rounds: 0,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        }
+        let status = client
+            .create_session(v1::CreateSessionRequest {
+                task: "Design X".into(),
+                roles: vec![],
+                max_rounds: 1000,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+
+        let huge = "z".repeat(2 * 1024 * 1024);
+        let status = client
+            .create_session(v1::CreateSessionRequest {
+                task: huge,
+                roles: vec![],
+                max_rounds: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            count(client.clone()).await,
+            0,
+            "no refused request created a session"
+        );
+
+        // A watch from a seq the session has not reached is OUT_OF_RANGE.
+        let session = client
+            .create_session(v1::CreateSessionRequest {
+                task: "Design X".into(),
+                roles: vec![],
+                max_rounds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = client
+            .watch_session(v1::WatchSessionRequest {
+                session_id: session.id,
+                from_seq: 1_000,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange);
+    });
+}
