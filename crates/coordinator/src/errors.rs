@@ -62,6 +62,41 @@ impl From<MeshError> for tonic::Status {
     }
 }
 
+/// tonic's decoder reports an inbound message over the size limit as OUT_OF_RANGE with
+/// this text; gRPC (and our contract) name that RESOURCE_EXHAUSTED.
+const OVERSIZE_TEXT: &str = "message length too large";
+
+/// A status from decoding a worker's stream, with an oversized message reported as
+/// RESOURCE_EXHAUSTED.
+pub fn normalize_decode_status(status: tonic::Status) -> tonic::Status {
+    if status.code() == Code::OutOfRange && status.message().contains(OVERSIZE_TEXT) {
+        return tonic::Status::resource_exhausted(status.message().to_string());
+    }
+    status
+}
+
+/// True when gRPC status headers (or trailers) carry tonic's oversize OUT_OF_RANGE.
+fn is_oversize_status(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            // On the wire grpc-message is percent-encoded (spaces become %20).
+            .is_some_and(|m| m.replace("%20", " ").contains(OVERSIZE_TEXT))
+}
+
+/// Rewrites tonic's oversize OUT_OF_RANGE to RESOURCE_EXHAUSTED in place.
+pub fn fix_oversize_status(headers: &mut http::HeaderMap) {
+    if is_oversize_status(headers) {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,41 +141,6 @@ mod tests {
         assert_eq!(
             tonic::Status::from(MeshError::SessionNotFound("x".into())).code(),
             Code::NotFound
-        );
-    }
-}
-
-/// tonic's decoder reports an inbound message over the size limit as OUT_OF_RANGE with
-/// this text; gRPC (and our contract) name that RESOURCE_EXHAUSTED.
-const OVERSIZE_TEXT: &str = "message length too large";
-
-/// A status from decoding a worker's stream, with an oversized message reported as
-/// RESOURCE_EXHAUSTED.
-pub fn normalize_decode_status(status: tonic::Status) -> tonic::Status {
-    if status.code() == Code::OutOfRange && status.message().contains(OVERSIZE_TEXT) {
-        return tonic::Status::resource_exhausted(status.message().to_string());
-    }
-    status
-}
-
-/// True when gRPC status headers (or trailers) carry tonic's oversize OUT_OF_RANGE.
-fn is_oversize_status(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            // On the wire grpc-message is percent-encoded (spaces become %20).
-            .is_some_and(|m| m.replace("%20", " ").contains(OVERSIZE_TEXT))
-}
-
-/// Rewrites tonic's oversize OUT_OF_RANGE to RESOURCE_EXHAUSTED in place.
-pub fn fix_oversize_status(headers: &mut http::HeaderMap) {
-    if is_oversize_status(headers) {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
         );
     }
 }

@@ -206,10 +206,10 @@ impl Mesh {
                 reply,
                 ack,
             };
-            if tx.send(cmd).await.is_ok() {
-                if let Ok(result) = answer.await {
-                    return result;
-                }
+            if tx.send(cmd).await.is_ok()
+                && let Ok(result) = answer.await
+            {
+                return result;
             }
         }
         self.answer_for_ended(worker_id, session_id, &turn).await
@@ -279,10 +279,10 @@ impl Mesh {
     ) -> Result<SessionSummary, MeshError> {
         if let Some(tx) = self.live_session(session_id) {
             let (ack, answer) = oneshot::channel();
-            if tx.send(SessionCmd::Cancel { reason, ack }).await.is_ok() {
-                if let Ok(result) = answer.await {
-                    return result;
-                }
+            if tx.send(SessionCmd::Cancel { reason, ack }).await.is_ok()
+                && let Ok(result) = answer.await
+            {
+                return result;
             }
         }
         let summary = self.summary(session_id).await?;

@@ -63,14 +63,14 @@ impl SessionStore for MemoryStore {
             let mut sessions = self.sessions.lock().expect("store lock");
             let stored = sessions.entry(header.id.clone()).or_default();
             let have = stored.entries.len() as u64;
-            if let Some(first) = entries.first() {
-                if first.seq != have + 1 || entries.windows(2).any(|w| w[1].seq != w[0].seq + 1) {
-                    return Err(StoreError::SeqGap {
-                        id: header.id.clone(),
-                        got: first.seq,
-                        have,
-                    });
-                }
+            if let Some(first) = entries.first()
+                && (first.seq != have + 1 || entries.windows(2).any(|w| w[1].seq != w[0].seq + 1))
+            {
+                return Err(StoreError::SeqGap {
+                    id: header.id.clone(),
+                    got: first.seq,
+                    have,
+                });
             }
             stored.entries.extend_from_slice(entries);
             stored.header = Some(header.clone());

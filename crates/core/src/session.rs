@@ -823,14 +823,14 @@ impl Session {
 
     /// Sends `turn` to its role's worker, or asks for one if the role has none right now.
     fn dispatch(&self, turn: TurnKey, effects: &mut Vec<Effect>) {
-        match self.assignments.get(&turn.role) {
-            Some(worker_id) => effects.push(Effect::Dispatch {
+        // A role without a worker was already asked for (NeedWorker); its turn goes out
+        // when the replacement is assigned.
+        if let Some(worker_id) = self.assignments.get(&turn.role) {
+            effects.push(Effect::Dispatch {
                 worker_id: worker_id.clone(),
                 turn,
                 deadline_ms: self.deadline_ms,
-            }),
-            // WorkerLost already asked for a replacement; the turn goes out on Assign.
-            None => {}
+            });
         }
     }
 

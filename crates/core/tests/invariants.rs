@@ -36,6 +36,12 @@ const STRANGER: &str = "stranger-w0";
 /// A role no session in these tests has.
 const INTRUDER_ROLE: &str = "intruder";
 
+/// True for one choice byte in `n`: how the driver makes an option rare (or, with
+/// n = 2, tosses a coin).
+fn one_in(n: u8, choice: u8) -> bool {
+    choice % n == n - 1
+}
+
 fn config() -> SessionConfig {
     SessionConfig {
         phase_timeout_ms: PHASE_TIMEOUT,
@@ -211,7 +217,7 @@ impl Driver {
         let entry_type = match turn.phase {
             Phase::Framing => EntryType::Framework,
             Phase::Contribute if turn.round <= 1 => {
-                if c % 5 == 0 {
+                if one_in(5, c) {
                     EntryType::Question
                 } else {
                     EntryType::Analysis
@@ -532,7 +538,7 @@ impl Driver {
         self.now += i64::from(c % 8);
         match a % 20 {
             0..=7 => self.answer(b, c),
-            8 => self.assign(b),
+            8 | 16 => self.turn_failed(b, c),
             9 => self.duplicate(b, c),
             10 => self.stale(b, c),
             11 => self.foreign(b, c),
@@ -540,9 +546,8 @@ impl Driver {
             13 => self.malformed(b, c),
             14 => self.oversized(b, c),
             15 => self.lose_or_revive(b, c),
-            16 => self.turn_failed(b, c),
             17 | 18 => self.tick(b, c),
-            _ if b % 16 == 0 => self.cancel(c),
+            _ if one_in(16, b) => self.cancel(c),
             _ => self.assign(b),
         }
         self.check();
@@ -639,7 +644,7 @@ impl Driver {
             turn: sent.turn.clone(),
             reply: sent.reply.clone(),
         };
-        if c % 4 == 0 {
+        if one_in(4, c) {
             let other = self
                 .workers
                 .iter()
@@ -768,15 +773,15 @@ impl Driver {
                 }
                 let (holder, turn) = current[b as usize % current.len()].clone();
                 // A stranger, or the holder's idle colleague of the same role.
-                let sender = if c % 4 == 0 {
-                    STRANGER.to_string()
-                } else {
+                let sender = if c % 4 == 1 {
                     self.workers
                         .iter()
                         .find(|w| w.role == turn.role && w.id != holder)
                         .unwrap()
                         .id
                         .clone()
+                } else {
+                    STRANGER.to_string()
                 };
                 let reply = self.good_reply(&turn, b);
                 self.reject(
@@ -825,7 +830,25 @@ impl Driver {
                     .iter()
                     .map(|(r, w)| (r.clone(), w.clone()))
                     .collect();
-                if b % 2 == 0 || held.is_empty() {
+                let unheld: Vec<String> = self
+                    .session
+                    .participants()
+                    .iter()
+                    .filter(|r| !self.session.assignments().contains_key(*r))
+                    .cloned()
+                    .collect();
+                if b % 3 == 2 && !held.is_empty() && !unheld.is_empty() {
+                    // One worker may not hold two roles of a session.
+                    let (_, holder) = held[b as usize % held.len()].clone();
+                    let role = unheld[c as usize / 4 % unheld.len()].clone();
+                    self.reject(
+                        Input::Assign {
+                            role,
+                            worker_id: holder,
+                        },
+                        RejectKind::Stale,
+                    );
+                } else if one_in(2, b) || held.is_empty() {
                     let kind = if terminal {
                         RejectKind::Stale
                     } else {
@@ -912,7 +935,7 @@ impl Driver {
             2 => reply.verdict = None,
             _ if turn.phase == Phase::Review => {
                 reply.verdict = Some(Verdict::Object);
-                reply.concerns = if b % 2 == 0 {
+                reply.concerns = if one_in(2, b) {
                     Vec::new()
                 } else {
                     vec!["  ".into(), String::new()]
@@ -963,7 +986,7 @@ impl Driver {
         let dead: Vec<usize> = (0..self.workers.len())
             .filter(|&i| !self.workers[i].live)
             .collect();
-        if c % 3 == 0 && !dead.is_empty() {
+        if one_in(3, c) && !dead.is_empty() {
             self.workers[dead[b as usize % dead.len()]].live = true;
             return;
         }
@@ -1009,7 +1032,7 @@ impl Driver {
     /// A holder reports it could not complete its turn (or a non-current turn is
     /// reported failed, which must be refused).
     fn turn_failed(&mut self, b: u8, c: u8) {
-        if c % 4 == 0 {
+        if one_in(4, c) {
             if self.dispatched.is_empty() {
                 return;
             }
@@ -1033,7 +1056,15 @@ impl Driver {
         if current.is_empty() {
             return;
         }
-        let (worker_id, turn) = current[b as usize % current.len()].clone();
+        // Half the time, keep hitting a turn that already failed, so that running out of
+        // attempts actually happens.
+        let failing = current
+            .iter()
+            .find(|(_, t)| self.failures.contains_key(&t.role))
+            .filter(|_| one_in(2, c));
+        let (worker_id, turn) = failing
+            .unwrap_or(&current[b as usize % current.len()])
+            .clone();
         let failures = self.failures.get(&turn.role).copied().unwrap_or(0) + 1;
         let applied = self.accept(
             self.now,
@@ -1069,8 +1100,16 @@ impl Driver {
 
     /// Time passes; sometimes right up to (or past) the deadline.
     fn tick(&mut self, b: u8, c: u8) {
+        // PENDING is short-lived, so its deadline is hit more eagerly than a phase's.
+        let rarity = if self.session.status() == Status::Pending {
+            4
+        } else {
+            16
+        };
         match self.session.next_deadline() {
-            Some(deadline) if b % 16 == 0 => self.now = self.now.max(deadline + i64::from(c % 3)),
+            Some(deadline) if one_in(rarity, b) => {
+                self.now = self.now.max(deadline + i64::from(c % 3))
+            }
             _ => self.now += i64::from(b % 64) * 10,
         }
         let before = self.snapshot();

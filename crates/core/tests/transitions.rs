@@ -357,11 +357,20 @@ fn consensus_in_one_round_walks_every_phase() {
 
 #[test]
 fn consensus_needs_every_participant_including_the_supervisor() {
-    for objector in ["supervisor", "backend", "security"] {
+    let invalid = Reply {
+        verdict: Some(Verdict::Invalid),
+        ..reply(EntryType::Review, "garbled")
+    };
+    // One dissenting verdict (an objection, or an invalid review, which is never an
+    // approval) from any participant is enough to go another round.
+    for (dissent, objector) in [object("not convinced"), invalid]
+        .into_iter()
+        .flat_map(|d| ["supervisor", "backend", "security"].map(|r| (d.clone(), r)))
+    {
         let (mut fx, v1) = Fx::review(2);
         for role in ["supervisor", "backend", "security"] {
             if role == objector {
-                fx.answer(role, object("not convinced"));
+                fx.answer(role, dissent.clone());
             } else {
                 fx.answer(role, approve(&v1));
             }
@@ -558,7 +567,8 @@ fn malformed_replies_are_invalid() {
 
 #[test]
 fn invalid_session_specs_are_refused_with_a_reason() {
-    let cases: [(&str, fn(&mut SessionSpec)); 7] = [
+    type Breakage = (&'static str, fn(&mut SessionSpec));
+    let cases: [Breakage; 7] = [
         ("empty task", |s| s.task = "  ".into()),
         ("no specialists", |s| s.specialists.clear()),
         ("supervisor listed", |s| {
@@ -619,11 +629,23 @@ fn results_for_turns_that_are_not_current_are_stale() {
         },
         RejectKind::Stale,
     );
-    // Assignments that would clash with existing ones.
+    // Assignments that would clash with existing ones: a role that is held, and a
+    // worker that already holds another role.
     fx.reject(
         Input::Assign {
             role: "backend".into(),
             worker_id: "backend-2".into(),
+        },
+        RejectKind::Stale,
+    );
+    fx.apply(Input::WorkerLost {
+        worker_id: "backend-1".into(),
+    })
+    .unwrap();
+    fx.reject(
+        Input::Assign {
+            role: "backend".into(),
+            worker_id: "security-1".into(),
         },
         RejectKind::Stale,
     );

@@ -132,14 +132,13 @@ enum Interrupted {
 /// coordinator is never reused.
 pub async fn follow(
     coordinator: &Coordinator,
-    client: Option<Client>,
+    mut client: Option<Client>,
     session_id: &str,
     from_seq: u64,
     options: &FollowOptions,
     out: &mut impl Write,
 ) -> Result<v1::Session, CliError> {
     let mut tracker = Tracker::new(from_seq);
-    let mut client = client;
     let mut backoff = options.first_backoff;
     // When the current run of failures began; reset by every event received.
     let mut failing_since: Option<Instant> = None;

@@ -8,12 +8,15 @@
 //!   back-off and full jitter. Ends when `shutdown` fires and in-flight turns are done.
 //! - [`Held`]: the transcripts this worker has seen, per session, built from deltas.
 //! - [`Backoff`]: the reconnect schedule.
+//! - [`brains`]: the `--brain` flags and the brain they build.
 //!
 //! # Drain
 //!
 //! On shutdown the worker tells the coordinator it is draining (no new sessions), lets
 //! its in-flight turns finish for up to `grace`, then closes the stream: whatever it still
 //! held is reassigned to a replica of its role.
+
+pub mod brains;
 
 use agentmesh_brain::{Brain, TurnContext};
 use agentmesh_core::Entry;
@@ -298,12 +301,11 @@ async fn connect_and_serve(
                     Some(coordinator_message::Msg::Ping(_)) => {
                         let _ = out_tx.send(heartbeat_message(in_flight)).await;
                     }
-                    Some(coordinator_message::Msg::Ack(ack)) => {
-                        if ack.code != 0 {
-                            let turn = ack.turn.unwrap_or_default();
-                            tracing::warn!(session = %turn.session_id, round = turn.round, code = ack.code, message = %ack.message, "result refused");
-                        }
+                    Some(coordinator_message::Msg::Ack(ack)) if ack.code != 0 => {
+                        let turn = ack.turn.unwrap_or_default();
+                        tracing::warn!(session = %turn.session_id, round = turn.round, code = ack.code, message = %ack.message, "result refused");
                     }
+                    Some(coordinator_message::Msg::Ack(_)) => {}
                     None => {}
                 }
             }

@@ -1,16 +1,9 @@
 //! `mesh-worker`: joins the mesh as one role and answers turns with a brain.
 
-use agentmesh_brain::{Brain, ScriptedBrain};
 use agentmesh_worker::WorkerConfig;
-use clap::{Parser, ValueEnum};
-use std::sync::Arc;
+use agentmesh_worker::brains::{self, BrainArgs};
+use clap::Parser;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BrainKind {
-    /// Deterministic negotiation from per-role concern catalogues (tests, demos).
-    Scripted,
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,11 +27,8 @@ struct Args {
     /// Sessions served at once.
     #[arg(long, default_value_t = 4)]
     capacity: u32,
-    #[arg(long, value_enum, default_value = "scripted")]
-    brain: BrainKind,
-    /// Delay each scripted turn by this many milliseconds, so a negotiation can be watched.
-    #[arg(long, default_value_t = 0)]
-    think_ms: u64,
+    #[command(flatten)]
+    brain: BrainArgs,
     /// On SIGTERM, how long in-flight turns may take before the worker leaves anyway.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
@@ -67,9 +57,7 @@ async fn main() -> anyhow::Result<()> {
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         )
     });
-    let brain: Arc<dyn Brain> = match args.brain {
-        BrainKind::Scripted => Arc::new(ScriptedBrain::new(Duration::from_millis(args.think_ms))),
-    };
+    let brain = brains::build(&args.brain, &args.role)?;
     let config = WorkerConfig {
         role: args.role,
         worker_id,
