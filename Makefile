@@ -1,9 +1,19 @@
 # agentmesh — the two commands a fresh machine needs are `make demo` and `make test`.
 
 CARGO ?= cargo
-# Our own build uses a vendored protoc; dependencies that run protoc themselves
-# (etcd-client, later) find the system one that `make deps` installs.
-APT_PACKAGES := protobuf-compiler
+# What the tests need from Debian: etcd (a real one; cluster tests start their own) and
+# protoc (etcd-client's build script runs it).
+APT_PACKAGES := etcd-server protobuf-compiler
+
+# etcd-client's build script needs protoc. Use the system one when installed; otherwise
+# the binary the protoc-bin-vendored crate ships, so `make demo` needs no apt at all.
+ifeq ($(origin PROTOC), undefined)
+PROTOC := $(shell command -v protoc 2>/dev/null)
+ifeq ($(PROTOC),)
+PROTOC := $(shell $(CARGO) fetch -q >/dev/null 2>&1; find $${CARGO_HOME:-$$HOME/.cargo}/registry/src -path '*protoc-bin-vendored-linux-x86_64-*/bin/protoc' 2>/dev/null | head -1)
+endif
+endif
+export PROTOC
 
 .PHONY: all build demo test deps lint fmt clean
 

@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/mesh-coordinator" --listen 127.0.0.1:0 >"$LOGS/coordinator.out" 2>"$LOGS/coordinator.log" &
+"$BIN/mesh-coordinator" --listen 127.0.0.1:0 --http 127.0.0.1:0 >"$LOGS/coordinator.out" 2>"$LOGS/coordinator.log" &
 PIDS+=($!)
 for _ in $(seq 100); do
   grep -q '^listening on ' "$LOGS/coordinator.out" 2>/dev/null && break

@@ -9,8 +9,10 @@
 //!   cancellation, worker drain on SIGTERM, coordinator restart and worker reconnect.
 //! - `bad_input`: every refusal has its precise gRPC status and changes nothing.
 //! - `service`: gRPC health and reflection, graceful coordinator shutdown.
+//! - `cluster`: etcd-backed election, failover, worker leases, etcd restart, `--data-dir`.
 
 mod bad_input;
+mod cluster;
 mod faults;
 mod negotiation;
 mod service;

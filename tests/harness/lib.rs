@@ -135,6 +135,8 @@ pub struct Cluster {
     pub coordinator: Proc,
     pub addr: String,
     pub url: String,
+    /// The coordinator's HTTP address (probes), when it serves one.
+    pub http: Option<String>,
     /// Workers by worker id.
     pub workers: BTreeMap<String, Proc>,
     pub rt: tokio::runtime::Runtime,
@@ -147,7 +149,7 @@ impl Cluster {
     }
 
     pub fn start_on(listen: &str, opts: CoordinatorOpts) -> Cluster {
-        let (coordinator, addr) = start_coordinator(listen, &opts);
+        let (coordinator, addr, http) = start_coordinator(listen, &opts);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -155,6 +157,7 @@ impl Cluster {
             .expect("runtime");
         Cluster {
             url: format!("http://{addr}"),
+            http,
             addr,
             coordinator,
             workers: BTreeMap::new(),
@@ -241,15 +244,26 @@ impl Cluster {
             .into_inner()
     }
 
+    /// The session as the coordinator sees it. A coordinator that just (re)started may
+    /// answer UNAVAILABLE for a moment while it takes the lead: retried for up to 10 s.
     pub fn session(&self, id: &str) -> v1::Session {
-        let mut client = self.client();
-        let request = v1::GetSessionRequest {
-            session_id: id.to_string(),
-        };
-        self.rt
-            .block_on(async move { client.get_session(request).await })
-            .expect("get session")
-            .into_inner()
+        let start = Instant::now();
+        loop {
+            let mut client = self.client();
+            let request = v1::GetSessionRequest {
+                session_id: id.to_string(),
+            };
+            match self.rt.block_on(async move { client.get_session(request).await }) {
+                Ok(response) => return response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && start.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(status) => panic!("get session {id}: {status:?}"),
+            }
+        }
     }
 
     pub fn transcript(&self, id: &str) -> v1::Transcript {
@@ -312,10 +326,13 @@ impl Cluster {
     }
 }
 
-fn start_coordinator(listen: &str, opts: &CoordinatorOpts) -> (Proc, String) {
+/// Starts a coordinator process; returns it with its gRPC and HTTP addresses.
+pub fn start_coordinator(listen: &str, opts: &CoordinatorOpts) -> (Proc, String, Option<String>) {
     let mut args = vec![
         "--listen".to_string(),
         listen.to_string(),
+        "--http".to_string(),
+        "127.0.0.1:0".to_string(),
         "--phase-timeout".to_string(),
         opts.phase_timeout.to_string(),
         "--pending-timeout".to_string(),
@@ -328,14 +345,36 @@ fn start_coordinator(listen: &str, opts: &CoordinatorOpts) -> (Proc, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
+                let _ = tx.send(("grpc", addr.trim().to_string()));
+            }
+            if let Some(addr) = line.strip_prefix("http on ") {
+                let _ = tx.send(("http", addr.trim().to_string()));
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("coordinator did not start:\n{}", proc.log_text()));
-    (proc, addr)
+    let mut grpc = None;
+    let mut http = None;
+    while grpc.is_none() || http.is_none() {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(("grpc", addr)) => grpc = Some(addr),
+            Ok((_, addr)) => http = Some(addr),
+            Err(_) => panic!("coordinator did not start:\n{}", proc.log_text()),
+        }
+    }
+    (proc, grpc.unwrap(), http)
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
 }
 
 /// Runs meshctl with `--coordinator url`.

@@ -151,6 +151,8 @@ mod tests {
             proposal_hash: String::new(),
             proposal_version: 0,
             signature: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
         }
     }
 

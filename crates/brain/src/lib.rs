@@ -51,17 +51,36 @@
 //! - [`scripted`]: the [`ScriptedBrain`] and the per-phase logic of the supervisor and
 //!   the specialists.
 //! - [`text`]: keyword matching, normalized containment, task titles.
+//! - Model-backed brains: [`model`] holds the turn logic they share ([`ModelBrain`] over
+//!   a [`model::ModelApi`]); [`openai`] (OpenAI-compatible chat completions),
+//!   [`anthropic`] (Messages API) and [`exec`] (any command line) are the APIs;
+//!   [`persona`] loads persona files (the system prompt); [`prompt`] builds each turn's
+//!   prompt within a budget; [`verdict`] validates structured review verdicts; [`http`]
+//!   is the shared POST with timeouts and back-off; [`secret`] keeps API keys out of
+//!   logs and errors.
 //! - This file: the [`Brain`] trait, [`BrainError`], [`BrainFuture`] and the two demo
 //!   tasks.
 
+pub mod anthropic;
 pub mod catalogue;
 pub mod context;
+pub mod exec;
+pub mod http;
+pub mod model;
 pub mod objection;
+pub mod openai;
+pub mod persona;
+pub mod prompt;
 pub mod scripted;
+pub mod secret;
 pub mod text;
+pub mod verdict;
 
 pub use context::TurnContext;
+pub use model::{ModelBrain, TurnSettings};
+pub use persona::Persona;
 pub use scripted::ScriptedBrain;
+pub use secret::ApiKey;
 
 use agentmesh_core::Reply;
 use std::future::Future;

@@ -28,8 +28,9 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        let term = self.mesh.require_leader().await?;
         let r = request.into_inner();
-        let summary = self.mesh.create_session(r.task, r.roles, r.max_rounds)?;
+        let summary = self.mesh.create_session(term, r.task, r.roles, r.max_rounds).await?;
         Ok(Response::new(v1::Session::from(&summary)))
     }
 
@@ -37,6 +38,7 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::GetSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        self.mesh.require_leader().await?;
         let id = request.into_inner().session_id;
         let summary = self.mesh.summary(&id).await?;
         Ok(Response::new(v1::Session::from(&summary)))
@@ -46,6 +48,7 @@ impl SessionService for ClientApi {
         &self,
         _request: Request<v1::ListSessionsRequest>,
     ) -> Result<Response<v1::ListSessionsResponse>, Status> {
+        self.mesh.require_leader().await?;
         let all = self
             .mesh
             .store
@@ -61,6 +64,7 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::CancelSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        self.mesh.require_leader().await?;
         let r = request.into_inner();
         let summary = self.mesh.cancel(&r.session_id, r.reason).await?;
         Ok(Response::new(v1::Session::from(&summary)))
@@ -70,6 +74,7 @@ impl SessionService for ClientApi {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        self.mesh.require_leader().await?;
         Ok(Response::new(v1::ListWorkersResponse {
             workers: self.mesh.registry.list(),
         }))
@@ -79,6 +84,7 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::GetTranscriptRequest>,
     ) -> Result<Response<v1::Transcript>, Status> {
+        self.mesh.require_leader().await?;
         let id = request.into_inner().session_id;
         let summary = self.mesh.summary(&id).await?;
         let entries = self
@@ -99,6 +105,7 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        self.mesh.require_leader().await?;
         let r = request.into_inner();
         let log = self
             .mesh

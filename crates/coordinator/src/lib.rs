@@ -5,7 +5,10 @@
 //!
 //! - [`run`]: serve on a listener until a shutdown future resolves, then drain.
 //! - [`Mesh`]: the shared state — config, [`registry::Registry`] of live workers, the
-//!   [`store::SessionStore`], the live session actors and their event logs.
+//!   session store, the current leadership [`leadership::Term`], the live session actors
+//!   and their event logs.
+//! - [`leadership`]: campaign, lead (resume unfinished sessions), step down, repeat.
+//! - [`http`]: `/healthz` (alive) and `/readyz` (leading) for probes and Services.
 //! - [`sessions`]: one actor task per session, driving the pure core
 //!   (`agentmesh_core::Session`) and carrying out its effects.
 //! - [`worker_api`]: the `WorkerService.Attach` stream — Hello, turn results, failures,
@@ -19,10 +22,11 @@
 pub mod client_api;
 pub mod errors;
 pub mod events;
+pub mod http;
+pub mod leadership;
 pub mod oversize;
 pub mod registry;
 pub mod sessions;
-pub mod store;
 pub mod worker_api;
 
 use agentmesh_core::{Reply, Session, SessionConfig, SessionSpec, SessionSummary, TurnKey};
@@ -36,9 +40,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::SessionStore;
+use agentmesh_store::{Election, Fence, SessionStore, WorkerRegistry};
+use leadership::Term;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -92,16 +97,33 @@ impl CoordinatorConfig {
     }
 }
 
+/// Where a coordinator keeps state and finds its peers.
+pub struct Backends {
+    pub store: Arc<dyn SessionStore>,
+    pub election: Arc<dyn Election>,
+    /// Worker leases (cluster mode). Without it, a connected stream is enough to be live.
+    pub workers: Option<Arc<dyn WorkerRegistry>>,
+    /// Whether the store survives this process: then shutdown hands sessions over
+    /// (leaves them unfinished for the next leader) instead of cancelling them.
+    pub durable: bool,
+}
+
 /// The coordinator's shared state.
 pub struct Mesh {
     pub config: CoordinatorConfig,
     pub registry: Registry,
     pub store: Arc<dyn SessionStore>,
+    pub election: Arc<dyn Election>,
+    pub durable: bool,
+    /// The current leadership term; standby when not leading.
+    term: watch::Sender<Term>,
     /// Sessions whose actor is running, by id.
     live: Mutex<HashMap<String, mpsc::Sender<SessionCmd>>>,
     /// Every session's event log, ended sessions included, by id.
     logs: Mutex<HashMap<String, Arc<EventLog>>>,
     pub shutdown: CancellationToken,
+    /// Signalled when a store write shows this coordinator may no longer lead.
+    doubt: tokio::sync::Notify,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -111,20 +133,160 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Mesh {
-    pub fn new(config: CoordinatorConfig, store: Arc<dyn SessionStore>) -> Arc<Mesh> {
+    pub fn new(mut config: CoordinatorConfig, backends: &Backends) -> Arc<Mesh> {
+        // A reply the store could not hold in one write is refused up front
+        // (RESOURCE_EXHAUSTED), before it is accepted. 4 KiB covers the entry's fields.
+        let store_limit = backends.store.max_entry_bytes().saturating_sub(4096);
+        config.max_entry_bytes = config.max_entry_bytes.min(store_limit);
         Arc::new(Mesh {
             config,
-            registry: Registry::default(),
-            store,
+            registry: Registry::new(backends.workers.is_some()),
+            store: backends.store.clone(),
+            election: backends.election.clone(),
+            durable: backends.durable,
+            term: watch::channel(Term::standby()).0,
             live: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            doubt: tokio::sync::Notify::new(),
         })
     }
 
+    /// A write was fenced or failed in a way that puts our leadership in question: the
+    /// leadership loop steps down and campaigns again.
+    pub(crate) async fn doubted(&self) {
+        self.doubt.notified().await
+    }
+
+    pub(crate) fn leadership_in_doubt(&self) {
+        self.doubt.notify_one();
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term.borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.term.borrow().leading
+    }
+
+    /// Refuses a call on a standby, naming the leader when it is known.
+    pub async fn require_leader(&self) -> Result<Term, tonic::Status> {
+        let term = self.term();
+        if term.leading {
+            return Ok(term);
+        }
+        let leader = self.election.leader().await.ok().flatten();
+        let mut status = tonic::Status::unavailable(match &leader {
+            Some(addr) => format!("this coordinator is a standby; the leader is {addr}"),
+            None => "this coordinator is a standby and no leader is elected yet".to_string(),
+        });
+        if let Some(addr) = leader
+            && let Ok(value) = addr.parse()
+        {
+            status
+                .metadata_mut()
+                .insert(leadership::LEADER_METADATA, value);
+        }
+        Err(status)
+    }
+
+    /// Starts a leadership term with `fence` guarding every write.
+    pub(crate) fn begin_term(&self, fence: Fence) -> Term {
+        let term = Term {
+            leading: true,
+            fence,
+            token: CancellationToken::new(),
+        };
+        self.term.send_replace(term.clone());
+        term
+    }
+
+    /// Ends the term: session actors stop without writing, workers are disconnected so
+    /// they look for the new leader, and in-memory session state is dropped.
+    pub(crate) async fn end_term(&self) {
+        let old = self.term.send_replace(Term::standby());
+        old.token.cancel();
+        self.live.lock().expect("live lock").clear();
+        for log in self.logs.lock().expect("logs lock").drain() {
+            log.1.close();
+        }
+        self.registry
+            .disconnect_all(tonic::Status::unavailable(
+                "this coordinator lost its leadership; reconnect to the new leader",
+            ))
+            .await;
+    }
+
+    /// Loads every unfinished session from the store and continues it (new leader, or a
+    /// restart on durable data). Retries while the store is unreachable.
+    pub(crate) async fn resume_unfinished(self: &Arc<Self>, term: &Term) {
+        let mut delay = Duration::from_millis(200);
+        let unfinished = loop {
+            match self.store.unfinished().await {
+                Ok(list) => break list,
+                Err(e) => {
+                    tracing::error!(error = %e, ?delay, "cannot list unfinished sessions; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = term.token.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        for header in unfinished {
+            let entries = match self.store.entries(&header.id, 1).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "cannot load transcript; skipping");
+                    continue;
+                }
+            };
+            let spec = SessionSpec {
+                id: header.id.clone(),
+                task: header.task.clone(),
+                specialists: header.roles.iter().skip(1).cloned().collect(),
+                max_rounds: header.max_rounds,
+            };
+            match Session::restore(spec, self.config.session_config(), header.created_ms, &entries, now_ms()) {
+                Ok((session, effects)) => {
+                    tracing::info!(session = %header.id, entries = entries.len(), status = %session.status(), round = session.round(), "resumed");
+                    self.spawn_session(session, effects, term.clone(), &entries);
+                }
+                Err(e) => tracing::error!(session = %header.id, error = %e, "cannot resume session"),
+            }
+        }
+    }
+
+    fn spawn_session(self: &Arc<Self>, session: Session, effects: Vec<agentmesh_core::Effect>, term: Term, history: &[agentmesh_core::Entry]) {
+        let id = session.id().to_string();
+        let (tx, rx) = mpsc::channel(256);
+        let log = Arc::new(EventLog::default());
+        // A resumed session's watchers start from its persisted transcript.
+        for entry in history {
+            log.push(
+                &id,
+                entry.timestamp_ms,
+                agentmesh_proto::v1::session_event::Event::Entry(agentmesh_proto::v1::Entry::from(entry)),
+                None,
+            );
+        }
+        self.live.lock().expect("live lock").insert(id.clone(), tx);
+        self.logs.lock().expect("logs lock").insert(id.clone(), log.clone());
+        let actor = SessionActor::new(self.clone(), session, log, rx, term);
+        tokio::spawn(
+            actor
+                .run(effects)
+                .instrument(tracing::info_span!("session", id = %id)),
+        );
+    }
+
     /// Validates the request, starts the session's actor and returns its first summary.
-    pub fn create_session(
+    pub async fn create_session(
         self: &Arc<Self>,
+        term: Term,
         task: String,
         roles: Vec<String>,
         max_rounds: u32,
@@ -154,19 +316,15 @@ impl Mesh {
         let (session, effects) = Session::new(spec, self.config.session_config(), now_ms());
         let summary = session.summary();
         let id = summary.id.clone();
-        let (tx, rx) = mpsc::channel(256);
-        let log = Arc::new(EventLog::default());
-        self.live.lock().expect("live lock").insert(id.clone(), tx);
-        self.logs
-            .lock()
-            .expect("logs lock")
-            .insert(id.clone(), log.clone());
-        let actor = SessionActor::new(self.clone(), session, log, rx);
-        tokio::spawn(
-            actor
-                .run(effects)
-                .instrument(tracing::info_span!("session", id = %id)),
-        );
+        // The client is told the session exists only once the store holds it.
+        self.store
+            .write(&term.fence, &summary, &[])
+            .await
+            .map_err(|e| match e {
+                agentmesh_store::StoreError::Fenced(_) => MeshError::ShuttingDown,
+                other => MeshError::Store(other.to_string()),
+            })?;
+        self.spawn_session(session, effects, term, &[]);
         tracing::info!(session = %id, "session created");
         Ok(summary)
     }
@@ -320,17 +478,28 @@ impl Mesh {
     }
 }
 
-/// Serves the coordinator on `listener` until `shutdown` resolves, then drains: running
-/// sessions are cancelled (their workers are told), watch streams end, worker streams
-/// close, and the server stops within `drain_timeout`.
+/// Where a coordinator listens.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    /// `/healthz` and `/readyz` (and later the dashboard).
+    pub http: Option<TcpListener>,
+    /// The gRPC URL workers and clients should use to reach this coordinator when it
+    /// leads (published through the election).
+    pub advertise: String,
+}
+
+/// Serves the coordinator until `shutdown` resolves, then drains: with a memory store,
+/// running sessions are cancelled (their workers are told); with a durable one they are
+/// left for the next leader. Worker and watch streams end, leadership is resigned, and
+/// the server stops within `drain_timeout`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: CoordinatorConfig,
-    store: Arc<dyn SessionStore>,
+    backends: Backends,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mesh = Mesh::new(config, store);
-    let addr = listener.local_addr()?;
+    let mesh = Mesh::new(config, &backends);
+    let addr = listeners.grpc.local_addr()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -352,22 +521,40 @@ pub async fn run(
         .max_decoding_message_size(max)
         .max_encoding_message_size(MAX_ENCODE_BYTES);
 
+    if let Some(workers) = backends.workers.clone() {
+        tokio::spawn(registry::follow_leases(mesh.clone(), workers));
+    }
+    let leader_task = tokio::spawn(leadership::lead(
+        mesh.clone(),
+        backends.election.clone(),
+        listeners.advertise.clone(),
+    ));
+    let http_task = listeners
+        .http
+        .map(|listener| tokio::spawn(http::serve(listener, mesh.clone())));
+
     let drain_mesh = mesh.clone();
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let on_shutdown = async move {
         shutdown.await;
-        tracing::info!("shutting down: cancelling running sessions");
         health
             .set_not_serving::<SessionServiceServer<client_api::ClientApi>>()
             .await;
-        drain_mesh.cancel_all("coordinator shutting down").await;
-        // Worker and watch streams end when the token fires; then the server drains.
+        if drain_mesh.durable {
+            tracing::info!("shutting down: running sessions stay unfinished for the next leader");
+        } else {
+            tracing::info!("shutting down: cancelling running sessions");
+            drain_mesh.cancel_all("coordinator shutting down").await;
+        }
+        // Worker and watch streams end when the token fires; the leadership loop ends
+        // the term and resigns; then the server drains.
         drain_mesh.shutdown.cancel();
+        let _ = leader_task.await;
         let _ = drained_tx.send(());
     };
 
-    tracing::info!(%addr, "coordinator listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tracing::info!(%addr, advertise = %listeners.advertise, "coordinator listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
     let server = tonic::transport::Server::builder()
         // Detect a dead worker connection (cable cut, frozen peer) even when no
         // message is due; heartbeats cover the application level.
@@ -396,6 +583,9 @@ pub async fn run(
         } => {
             tracing::warn!("connections still open after the drain timeout; stopping anyway");
         }
+    }
+    if let Some(task) = http_task {
+        task.abort();
     }
     tracing::info!("coordinator stopped");
     Ok(())

@@ -1,8 +1,13 @@
 //! `mesh-coordinator`: serves the worker stream and the session API on one gRPC port.
 
-use agentmesh_coordinator::{CoordinatorConfig, store::MemoryStore};
+use agentmesh_coordinator::{Backends, CoordinatorConfig, Listeners};
+use agentmesh_store::{
+    EtcdElection, EtcdRegistry, EtcdStore, MemoryStore, RedbStore, SoleLeader,
+    connect_etcd_with_retry,
+};
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +41,24 @@ struct Args {
     /// This coordinator's name in logs and Welcome messages.
     #[arg(long, default_value = "coordinator")]
     id: String,
+    /// HTTP address for /healthz and /readyz ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:7780", env = "MESH_HTTP")]
+    http: String,
+    /// Cluster mode: comma-separated etcd endpoints. Sessions, worker leases and the
+    /// leader election live in etcd; several coordinators may run, one leads.
+    #[arg(long, env = "MESH_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The gRPC URL others use to reach this coordinator when it leads (default:
+    /// http://<listen address>).
+    #[arg(long, env = "MESH_ADVERTISE")]
+    advertise: Option<String>,
+    /// The leader's lease TTL in seconds: a dead leader is replaced within about this long.
+    #[arg(long, default_value_t = 2)]
+    election_ttl: u64,
+    /// Embedded mode: persist sessions in this directory and resume unfinished ones after
+    /// a restart.
+    #[arg(long, conflicts_with = "etcd")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
@@ -87,16 +110,68 @@ async fn main() -> anyhow::Result<()> {
         ..CoordinatorConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
     // Tests and scripts bind port 0 and read the real address from this line.
-    println!("listening on {}", listener.local_addr()?);
-    agentmesh_coordinator::run(
-        listener,
-        config,
-        Arc::new(MemoryStore::new()),
-        shutdown_signal(),
-    )
-    .await
+    println!("listening on {local}");
+    let http = if args.http == "off" {
+        None
+    } else {
+        let http = tokio::net::TcpListener::bind(&args.http).await?;
+        println!("http on {}", http.local_addr()?);
+        Some(http)
+    };
+    let advertise = args.advertise.unwrap_or_else(|| format!("http://{local}"));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let backends = if !args.etcd.is_empty() {
+        let Some(client) = connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await else {
+            tracing::info!("stopped before etcd was reachable");
+            return Ok(());
+        };
+        Backends {
+            store: Arc::new(EtcdStore::new(client.clone(), PREFIX)),
+            election: Arc::new(EtcdElection::new(
+                client.clone(),
+                &format!("{PREFIX}/leader"),
+                Duration::from_secs(args.election_ttl.max(1)),
+            )),
+            workers: Some(Arc::new(EtcdRegistry::new(client, PREFIX))),
+            durable: true,
+        }
+    } else if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir)?;
+        Backends {
+            store: Arc::new(RedbStore::open(dir)?),
+            election: Arc::new(SoleLeader::new()),
+            workers: None,
+            durable: true,
+        }
+    } else {
+        Backends {
+            store: Arc::new(MemoryStore::new()),
+            election: Arc::new(SoleLeader::new()),
+            workers: None,
+            durable: false,
+        }
+    };
+    let listeners = Listeners {
+        grpc: listener,
+        http,
+        advertise,
+    };
+    agentmesh_coordinator::run(listeners, config, backends, stopped(stop_rx)).await
 }
+
+/// Where agentmesh keeps its keys in etcd.
+const PREFIX: &str = "/agentmesh/v1";
 
 #[cfg(test)]
 mod tests {

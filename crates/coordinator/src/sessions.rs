@@ -5,14 +5,21 @@
 //! For every transition it:
 //!
 //! 1. applies the input to the core (a rejection changes nothing and is answered at once);
-//! 2. writes the header and the appended entries to the store, in one write;
-//! 3. publishes the entries and status changes to the session's event log;
-//! 4. dispatches turns, asks the registry for workers, releases workers;
-//! 5. only then acknowledges the input — so nothing acknowledged is unwritten.
+//! 2. if the transition only appended an entry (a result inside a phase), holds it and its
+//!    acknowledgement back: the results of one phase are written together;
+//! 3. otherwise (the phase completed, a turn goes out, the session ended) writes the
+//!    header and every held entry in one fenced store write, retrying while the store is
+//!    unreachable and stopping if the leadership is gone;
+//! 4. publishes the entries and status changes to the session's event log;
+//! 5. dispatches turns, asks the registry for workers, releases workers;
+//! 6. only then acknowledges the held results — so nothing acknowledged is unwritten, and
+//!    no worker is ever sent an entry that a new leader would not have.
 
 use crate::Mesh;
 use crate::errors::MeshError;
 use crate::events::EventLog;
+use crate::leadership::Term;
+use agentmesh_store::StoreError;
 use agentmesh_core::{
     Applied, Effect, Entry, Input, Phase, Reply, Session, SessionSummary, TurnKey,
 };
@@ -20,6 +27,7 @@ use agentmesh_proto::v1::{self, coordinator_message::Msg, session_event::Event};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
 use tokio::time::Instant;
 
 pub enum SessionCmd {
@@ -55,6 +63,20 @@ pub struct SessionActor {
     cursors: HashMap<String, u64>,
     /// Workers that have been sent the session header.
     announced: HashSet<String>,
+    /// The leadership term this actor runs under; its token stops the actor.
+    term: Term,
+    /// Entries accepted but not yet written (the current phase's results so far).
+    unwritten: Vec<Entry>,
+    /// The highest seq the store holds.
+    written_seq: u64,
+    /// Acknowledgements that wait for `unwritten` to be written.
+    held_acks: Vec<(oneshot::Sender<Result<Applied, MeshError>>, Applied)>,
+}
+
+/// Why an actor stops before its session ends.
+enum Stop {
+    /// The leadership term ended: another coordinator continues the session.
+    TermEnded,
 }
 
 impl SessionActor {
@@ -63,7 +85,9 @@ impl SessionActor {
         session: Session,
         log: Arc<EventLog>,
         rx: mpsc::Receiver<SessionCmd>,
+        term: Term,
     ) -> Self {
+        let session_len = session.transcript().len() as u64;
         SessionActor {
             mesh,
             session,
@@ -72,43 +96,57 @@ impl SessionActor {
             needed: BTreeSet::new(),
             cursors: HashMap::new(),
             announced: HashSet::new(),
+            written_seq: session_len,
+            term,
+            unwritten: Vec::new(),
+            held_acks: Vec::new(),
         }
     }
 
     pub async fn run(mut self, initial: Vec<Effect>) {
         let id = self.session.id().to_string();
-        if let Err(e) = self.carry_out(initial).await {
-            tracing::error!(error = %e, "could not write the new session");
-        }
-        self.fill_needed().await;
-        let mut changes = self.mesh.registry.changes();
-        while !self.session.status().is_terminal() {
-            let deadline = self.session.next_deadline().map(instant_of);
-            tokio::select! {
-                cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
-                    None => break,
-                },
-                () = sleep_until(deadline) => {
-                    let _ = self.step(Input::Tick).await;
-                }
-                Ok(()) = changes.changed(), if !self.needed.is_empty() => {
-                    self.fill_needed().await;
-                }
-            }
+        if self.run_until_ended(initial).await.is_err() {
+            tracing::info!("leadership term ended; the next leader continues this session");
+            return;
         }
         // Ended: stop routing to this actor, then answer whatever was already queued.
         // The core still answers correctly (duplicates acknowledged, the rest stale).
         self.mesh.forget_live_session(&id);
         self.rx.close();
         while let Some(cmd) = self.rx.recv().await {
-            self.handle(cmd).await;
+            if self.handle(cmd).await.is_err() {
+                return;
+            }
         }
         self.log.close();
         tracing::info!(status = %self.session.status(), reason = %self.session.summary().reason, "session ended");
     }
 
-    async fn handle(&mut self, cmd: SessionCmd) {
+    async fn run_until_ended(&mut self, initial: Vec<Effect>) -> Result<(), Stop> {
+        self.carry_out(initial, false).await?;
+        self.fill_needed().await?;
+        let mut changes = self.mesh.registry.changes();
+        let token = self.term.token.clone();
+        while !self.session.status().is_terminal() {
+            let deadline = self.session.next_deadline().map(instant_of);
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await?,
+                    None => return Err(Stop::TermEnded),
+                },
+                () = sleep_until(deadline) => {
+                    let _ = self.step(Input::Tick).await?;
+                }
+                Ok(()) = changes.changed(), if !self.needed.is_empty() => {
+                    self.fill_needed().await?;
+                }
+                () = token.cancelled() => return Err(Stop::TermEnded),
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, cmd: SessionCmd) -> Result<(), Stop> {
         match cmd {
             SessionCmd::Result {
                 worker_id,
@@ -116,17 +154,27 @@ impl SessionActor {
                 reply,
                 ack,
             } => {
-                let result = self
-                    .step(Input::Result {
-                        worker_id: worker_id.clone(),
-                        turn,
-                        reply,
-                    })
-                    .await;
-                if matches!(&result, Ok(a) if !a.duplicate) {
-                    self.mesh.registry.count_turn(&worker_id);
+                let input = Input::Result {
+                    worker_id: worker_id.clone(),
+                    turn,
+                    reply,
+                };
+                match self.session.apply(crate::now_ms(), input) {
+                    Err(rejection) => {
+                        let _ = ack.send(Err(rejection.into()));
+                    }
+                    Ok(applied) => {
+                        if !applied.duplicate {
+                            self.mesh.registry.count_turn(&worker_id);
+                        }
+                        let effects = applied.effects.clone();
+                        // Acknowledged once its entry (or, for a duplicate, the original)
+                        // is written: maybe now, maybe when the phase completes.
+                        self.held_acks.push((ack, applied));
+                        self.carry_out(effects, false).await?;
+                        self.fill_needed().await?;
+                    }
                 }
-                let _ = ack.send(result);
             }
             SessionCmd::TurnFailed {
                 worker_id,
@@ -144,59 +192,61 @@ impl SessionActor {
                         turn,
                         reason,
                     })
-                    .await;
-                let _ = ack.send(result);
+                    .await?;
+                let _ = ack.send(result.map_err(MeshError::from));
             }
             SessionCmd::WorkerLost { worker_id } => {
                 self.cursors.remove(&worker_id);
                 self.announced.remove(&worker_id);
-                let _ = self.step(Input::WorkerLost { worker_id }).await;
+                let _ = self.step(Input::WorkerLost { worker_id }).await?;
             }
             SessionCmd::Cancel { reason, ack } => {
-                let result = self
-                    .step(Input::Cancel { reason })
-                    .await
-                    .map(|_| self.session.summary());
-                let _ = ack.send(result);
+                let result = self.step(Input::Cancel { reason }).await?;
+                let _ = ack.send(
+                    result
+                        .map(|_| self.session.summary())
+                        .map_err(MeshError::from),
+                );
             }
         }
+        Ok(())
     }
 
-    /// One transition: apply, write, publish, act. Errors are the core's rejections
-    /// (nothing changed) or a store failure (the session cannot go on safely).
-    async fn step(&mut self, input: Input) -> Result<Applied, MeshError> {
-        let applied = self.session.apply(crate::now_ms(), input)?;
-        self.carry_out(applied.effects.clone()).await?;
-        self.fill_needed().await;
-        Ok(applied)
+    /// One transition: apply, then carry out. The inner result is the core's verdict
+    /// (a rejection changed nothing); the outer error means this actor must stop.
+    async fn step(
+        &mut self,
+        input: Input,
+    ) -> Result<Result<Applied, agentmesh_core::Rejection>, Stop> {
+        let applied = match self.session.apply(crate::now_ms(), input) {
+            Ok(applied) => applied,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        self.carry_out(applied.effects.clone(), false).await?;
+        self.fill_needed().await?;
+        Ok(Ok(applied))
     }
 
-    async fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), MeshError> {
+    /// Carries out a transition's effects. Entries appended inside a phase are held
+    /// back; anything else first writes the header and every held entry in one write.
+    async fn carry_out(&mut self, effects: Vec<Effect>, force_write: bool) -> Result<(), Stop> {
+        let mut write_now = force_write;
+        for effect in &effects {
+            match effect {
+                Effect::Appended(entry) => self.unwritten.push(entry.clone()),
+                // Everything else changes the header or sends something out: write first.
+                _ => write_now = true,
+            }
+        }
+        if write_now {
+            self.write().await?;
+        }
         let now = crate::now_ms();
         let summary = self.session.summary();
-        let appended: Vec<Entry> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Appended(entry) => Some(entry.clone()),
-                _ => None,
-            })
-            .collect();
-        self.mesh
-            .store
-            .write(&summary, &appended)
-            .await
-            .map_err(|e| MeshError::Store(e.to_string()))?;
-
         for effect in effects {
             match effect {
-                Effect::Appended(entry) => {
-                    self.log.push(
-                        &summary.id,
-                        now,
-                        Event::Entry(v1::Entry::from(&entry)),
-                        None,
-                    );
-                }
+                // Published by `write`, in seq order, once durable.
+                Effect::Appended(_) => {}
                 Effect::StatusChanged { status, round } => {
                     let awaiting = self.session.awaiting().map(str::to_string).collect();
                     tracing::info!(%status, round, "status");
@@ -240,11 +290,89 @@ impl SessionActor {
         if self.session.status().is_terminal() {
             self.needed.clear();
         }
+        self.release_acks();
         Ok(())
     }
 
+    /// Writes the header and every held entry in one fenced store write, then publishes
+    /// the entries. Retries while the store is unreachable; stops the actor when the
+    /// store says this coordinator no longer leads.
+    async fn write(&mut self) -> Result<(), Stop> {
+        let summary = self.session.summary();
+        let mut delay = Duration::from_millis(100);
+        // After an unanswered write, etcd may have committed it anyway.
+        let mut maybe_applied = false;
+        loop {
+            match self
+                .mesh
+                .store
+                .write(&self.term.fence, &summary, &self.unwritten)
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::SeqGap { .. }) if maybe_applied && self.already_stored().await => {
+                    tracing::info!("an unanswered write had been committed");
+                    break;
+                }
+                Err(StoreError::Fenced(why)) => {
+                    tracing::error!(%why, "write refused: this coordinator no longer leads");
+                    self.mesh.leadership_in_doubt();
+                    return Err(Stop::TermEnded);
+                }
+                Err(e) if e.is_retryable() => {
+                    maybe_applied = true;
+                    tracing::warn!(error = %e, ?delay, held = self.unwritten.len(), "store unavailable; retrying the write");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.term.token.cancelled() => return Err(Stop::TermEnded),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // A gap or a backend fault: continuing could fork the transcript.
+                    tracing::error!(error = %e, "store write failed; handing the session over");
+                    self.mesh.leadership_in_doubt();
+                    return Err(Stop::TermEnded);
+                }
+            }
+        }
+        let now = crate::now_ms();
+        for entry in self.unwritten.drain(..) {
+            self.written_seq = entry.seq;
+            self.log
+                .push(&summary.id, now, Event::Entry(v1::Entry::from(&entry)), None);
+        }
+        Ok(())
+    }
+
+    /// Whether the store already holds exactly the entries this actor still holds back.
+    async fn already_stored(&self) -> bool {
+        let Some(first) = self.unwritten.first() else {
+            return false;
+        };
+        match self.mesh.store.entries(self.session.id(), first.seq).await {
+            Ok(stored) => {
+                stored.len() >= self.unwritten.len()
+                    && stored.iter().zip(&self.unwritten).all(|(a, b)| a == b)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Answers every held result whose entry is now written.
+    fn release_acks(&mut self) {
+        let written = self.written_seq;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_acks)
+            .into_iter()
+            .partition(|(_, applied)| applied.seq.is_none_or(|seq| seq <= written));
+        self.held_acks = waiting;
+        for (ack, applied) in ready {
+            let _ = ack.send(Ok(applied));
+        }
+    }
+
     /// Assigns a live worker to every role that waits for one, least loaded first.
-    async fn fill_needed(&mut self) {
+    async fn fill_needed(&mut self) -> Result<(), Stop> {
         loop {
             let mut progressed = false;
             for role in self.needed.clone() {
@@ -266,9 +394,7 @@ impl SessionActor {
                 match self.session.apply(crate::now_ms(), input) {
                     Ok(applied) => {
                         progressed = true;
-                        if let Err(e) = self.carry_out(applied.effects).await {
-                            tracing::error!(error = %e, "store write failed");
-                        }
+                        self.carry_out(applied.effects, false).await?;
                     }
                     Err(rejection) => {
                         tracing::warn!(%rejection, "assignment refused");
@@ -277,7 +403,7 @@ impl SessionActor {
                 }
             }
             if !progressed || self.needed.is_empty() {
-                return;
+                return Ok(());
             }
         }
     }

@@ -57,6 +57,9 @@ fn admit(hello: &v1::Hello) -> Result<v1::WorkerInfo, MeshError> {
         connected_ms: crate::now_ms(),
         draining: false,
         turns_completed: 0,
+        connected: true,
+        leased: false,
+        address: String::new(),
     })
 }
 
@@ -71,6 +74,7 @@ impl WorkerService for WorkerApi {
         if self.mesh.shutdown.is_cancelled() {
             return Err(MeshError::ShuttingDown.into());
         }
+        self.mesh.require_leader().await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -91,7 +95,7 @@ impl WorkerService for WorkerApi {
             .map(|c| (c.session_id.clone(), c.seq))
             .collect();
         let (tx, rx) = mpsc::channel(256);
-        self.mesh.registry.register(info, cursors, tx.clone())?;
+        let connection = self.mesh.registry.register(info, cursors, tx.clone())?;
         tracing::info!(%worker_id, role = %hello.role, capacity = hello.capacity, "worker joined");
         let welcome = v1::Welcome {
             coordinator_id: self.mesh.config.coordinator_id.clone(),
@@ -103,7 +107,7 @@ impl WorkerService for WorkerApi {
                 msg: Some(coordinator_message::Msg::Welcome(welcome)),
             }))
             .await;
-        tokio::spawn(serve_worker(self.mesh.clone(), worker_id, inbound, tx));
+        tokio::spawn(serve_worker(self.mesh.clone(), worker_id, connection, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -112,6 +116,7 @@ impl WorkerService for WorkerApi {
 async fn serve_worker(
     mesh: Arc<Mesh>,
     worker_id: String,
+    connection: u64,
     mut inbound: Streaming<WorkerMessage>,
     tx: WorkerTx,
 ) {
@@ -148,48 +153,58 @@ async fn serve_worker(
             }
         }
     }
-    let sessions = mesh.registry.remove(&worker_id);
+    let sessions = mesh.registry.remove_connection(&worker_id, connection);
     tracing::info!(%worker_id, sessions = sessions.len(), "worker left");
     mesh.worker_lost(&worker_id, sessions).await;
 }
 
-async fn handle(mesh: &Mesh, worker_id: &str, message: WorkerMessage, tx: &WorkerTx) {
-    let ack = match message.msg {
+/// Handles one message. Results and failure reports are answered from their own task:
+/// a result's acknowledgement waits until its phase is written, and this worker's other
+/// sessions must not wait behind it.
+async fn handle(mesh: &Arc<Mesh>, worker_id: &str, message: WorkerMessage, tx: &WorkerTx) {
+    match message.msg {
         Some(worker_message::Msg::Result(result)) => {
-            let turn_id = result.turn.clone().unwrap_or_default();
-            let outcome = match agentmesh_proto::turn_from_wire(&turn_id) {
-                Ok((session_id, turn)) => {
-                    let reply = agentmesh_proto::reply_from_wire(&result);
-                    mesh.submit_result(worker_id, &session_id, turn, reply)
-                        .await
-                }
-                Err(why) => Err(MeshError::InvalidArgument(format!("bad turn id: {why}"))),
-            };
-            ack_of(turn_id, outcome)
+            let (mesh, worker_id, tx) = (mesh.clone(), worker_id.to_string(), tx.clone());
+            tokio::spawn(async move {
+                let turn_id = result.turn.clone().unwrap_or_default();
+                let outcome = match agentmesh_proto::turn_from_wire(&turn_id) {
+                    Ok((session_id, turn)) => {
+                        let reply = agentmesh_proto::reply_from_wire(&result);
+                        mesh.submit_result(&worker_id, &session_id, turn, reply)
+                            .await
+                    }
+                    Err(why) => Err(MeshError::InvalidArgument(format!("bad turn id: {why}"))),
+                };
+                send_ack(&tx, ack_of(turn_id, outcome)).await;
+            });
         }
         Some(worker_message::Msg::Failed(failed)) => {
-            let turn_id = failed.turn.clone().unwrap_or_default();
             tracing::warn!(%worker_id, reason = %failed.reason, "worker reports a failed turn");
-            let outcome = match agentmesh_proto::turn_from_wire(&turn_id) {
-                Ok((session_id, turn)) => {
-                    mesh.submit_failure(worker_id, &session_id, turn, failed.reason)
-                        .await
-                }
-                Err(why) => Err(MeshError::InvalidArgument(format!("bad turn id: {why}"))),
-            };
-            ack_of(turn_id, outcome)
+            let (mesh, worker_id, tx) = (mesh.clone(), worker_id.to_string(), tx.clone());
+            tokio::spawn(async move {
+                let turn_id = failed.turn.clone().unwrap_or_default();
+                let outcome = match agentmesh_proto::turn_from_wire(&turn_id) {
+                    Ok((session_id, turn)) => {
+                        mesh.submit_failure(&worker_id, &session_id, turn, failed.reason)
+                            .await
+                    }
+                    Err(why) => Err(MeshError::InvalidArgument(format!("bad turn id: {why}"))),
+                };
+                send_ack(&tx, ack_of(turn_id, outcome)).await;
+            });
         }
         Some(worker_message::Msg::Draining(_)) => {
             tracing::info!(%worker_id, "worker is draining");
             mesh.registry.set_draining(worker_id);
-            return;
         }
-        Some(worker_message::Msg::Heartbeat(_)) => return,
+        Some(worker_message::Msg::Heartbeat(_)) => {}
         Some(worker_message::Msg::Hello(_)) | None => {
             tracing::warn!(%worker_id, "unexpected message on an established stream");
-            return;
         }
-    };
+    }
+}
+
+async fn send_ack(tx: &WorkerTx, ack: v1::ResultAck) {
     let _ = tx
         .send(Ok(CoordinatorMessage {
             msg: Some(coordinator_message::Msg::Ack(ack)),

@@ -146,6 +146,12 @@ pub struct Entry {
     pub proposal_version: u32,
     /// The worker's signature over `proposal_hash`; empty until worker keys exist.
     pub signature: Vec<u8>,
+    /// Model tokens the reply cost: the prompt(s) sent and the completion(s) received,
+    /// retries included. 0 for brains that call no model.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 impl Entry {

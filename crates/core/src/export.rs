@@ -67,6 +67,11 @@ pub struct SessionDoc {
     pub open_objections: Vec<Objection>,
     pub assignments: BTreeMap<String, String>,
     pub entry_count: u64,
+    /// Model tokens over the whole transcript.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 /// One entry of the JSON export.
@@ -89,6 +94,11 @@ pub struct EntryDoc {
     pub proposal_version: u32,
     /// Hex of the signature bytes.
     pub signature: String,
+    /// Model tokens this entry's reply cost (0 for brains that call no model).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +127,8 @@ impl ExportDoc {
                 open_objections: session.open_objections.clone(),
                 assignments: session.assignments.clone(),
                 entry_count: session.entry_count,
+                prompt_tokens: session.prompt_tokens,
+                completion_tokens: session.completion_tokens,
             },
             entries: entries.iter().map(EntryDoc::from).collect(),
         }
@@ -140,6 +152,8 @@ impl ExportDoc {
             open_objections: s.open_objections,
             assignments: s.assignments,
             entry_count: s.entry_count,
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
         };
         let entries = self
             .entries
@@ -167,6 +181,8 @@ impl From<&Entry> for EntryDoc {
             proposal_hash: e.proposal_hash.clone(),
             proposal_version: e.proposal_version,
             signature: hex::encode(&e.signature),
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
         }
     }
 }
@@ -189,6 +205,8 @@ impl TryFrom<EntryDoc> for Entry {
             proposal_version: d.proposal_version,
             signature: hex::decode(&d.signature)
                 .map_err(|e| format!("entry {}: bad signature hex: {e}", d.seq))?,
+            prompt_tokens: d.prompt_tokens,
+            completion_tokens: d.completion_tokens,
         })
     }
 }
@@ -223,6 +241,8 @@ mod tests {
             proposal_hash: String::new(),
             proposal_version: 0,
             signature: vec![],
+            prompt_tokens: 0,
+            completion_tokens: 0,
         }
     }
 
@@ -263,6 +283,8 @@ mod tests {
             "<script>x</script> \"quoted\"",
         );
         e.signature = vec![1, 2, 255];
+        e.prompt_tokens = 1234;
+        e.completion_tokens = 56;
         let summary = SessionSummary {
             id: "s1".into(),
             task: "t".into(),
@@ -281,6 +303,8 @@ mod tests {
             }],
             assignments: [("backend".to_string(), "w".to_string())].into(),
             entry_count: 1,
+            prompt_tokens: 1234,
+            completion_tokens: 56,
         };
         let text = json(&summary, std::slice::from_ref(&e));
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -296,10 +320,14 @@ mod tests {
             "verdict",
             "concerns",
             "proposal_hash",
+            "prompt_tokens",
+            "completion_tokens",
         ] {
             assert!(value["entries"][0].get(field).is_some(), "missing {field}");
         }
         assert_eq!(value["entries"][0]["timestamp"], "2026-11-24T05:30:13.345Z");
+        assert_eq!(value["entries"][0]["prompt_tokens"], 1234);
+        assert_eq!(value["session"]["completion_tokens"], 56);
         let (s2, e2) = from_json(&text).unwrap();
         assert_eq!(s2, summary);
         assert_eq!(e2, vec![e]);

@@ -197,6 +197,9 @@ pub struct Reply {
     /// For a review: the hash of the version it judges.
     pub proposal_hash: String,
     pub signature: Vec<u8>,
+    /// Tokens the model call(s) behind this reply consumed; 0 when not metered.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 /// An objection still open at the end of a review.
@@ -325,6 +328,11 @@ pub struct SessionSummary {
     /// role -> worker id, for the roles that hold a worker now.
     pub assignments: BTreeMap<String, String>,
     pub entry_count: u64,
+    /// Model tokens over the whole transcript (0 for unmetered brains).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 /// The current proposal version.
@@ -396,6 +404,153 @@ impl Session {
         (session, effects)
     }
 
+    /// Rebuilds a session from its persisted transcript, for a coordinator that takes
+    /// over from a dead leader or restarts on its own data.
+    ///
+    /// Every entry is replayed through [`Session::apply`] as the result of the worker that
+    /// wrote it, so a restored session obeys exactly the rules it was built under, and a
+    /// transcript that those rules could not have produced is refused. Afterwards no role
+    /// holds a worker: the returned effects ask for one per role, and the open turns of
+    /// the current phase go out (under a fresh attempt) as workers are assigned. The
+    /// current status gets a full timeout from `now_ms`.
+    pub fn restore(
+        spec: SessionSpec,
+        config: SessionConfig,
+        created_ms: i64,
+        transcript: &[Entry],
+        now_ms: i64,
+    ) -> Result<(Session, Vec<Effect>), String> {
+        Self::restore_with_history(spec, config, created_ms, transcript, now_ms)
+            .map(|(session, effects, _)| (session, effects))
+    }
+
+    /// [`Session::restore`], plus the session's history: every `Appended` and
+    /// `StatusChanged` effect the original run produced, in order. Status changes are a
+    /// function of the transcript, so a new leader rebuilds exactly the event sequence
+    /// watchers saw (only an ending by cancellation or failure is not in the transcript).
+    pub fn restore_with_history(
+        spec: SessionSpec,
+        config: SessionConfig,
+        created_ms: i64,
+        transcript: &[Entry],
+        now_ms: i64,
+    ) -> Result<(Session, Vec<Effect>, Vec<Effect>), String> {
+        let mut history = Vec::new();
+        let mut keep = |effects: Vec<Effect>| {
+            history.extend(
+                effects
+                    .into_iter()
+                    .filter(|e| matches!(e, Effect::Appended(_) | Effect::StatusChanged { .. })),
+            )
+        };
+        let (mut session, _) = Session::new(spec, config, created_ms);
+        let id = session.spec.id.clone();
+        let corrupt = |entry: &Entry, why: String| {
+            format!(
+                "session {id}: entry {} cannot be replayed: {why}",
+                entry.seq
+            )
+        };
+        if !transcript.is_empty() {
+            // The transcript started, so every role was held; placeholders stand in for
+            // workers whose entries come later (or never).
+            for role in session.participants.clone() {
+                let holder = format!("restored:{role}");
+                keep(
+                    session
+                        .apply(
+                            created_ms,
+                            Input::Assign {
+                                role,
+                                worker_id: holder,
+                            },
+                        )
+                        .map_err(|r| format!("session {id}: {r}"))?
+                        .effects,
+                );
+            }
+        }
+        for entry in transcript {
+            let at = entry.timestamp_ms;
+            if session.assignments.get(&entry.role) != Some(&entry.worker_id) {
+                if let Some(holder) = session.assignments.get(&entry.role).cloned() {
+                    let _ = session.apply(at, Input::WorkerLost { worker_id: holder });
+                }
+                session
+                    .apply(
+                        at,
+                        Input::Assign {
+                            role: entry.role.clone(),
+                            worker_id: entry.worker_id.clone(),
+                        },
+                    )
+                    .map_err(|r| corrupt(entry, r.message))?;
+            }
+            let turn = session
+                .awaited_turn(&entry.role)
+                .ok_or_else(|| corrupt(entry, format!("role {} has no open turn", entry.role)))?;
+            if (turn.round, turn.phase) != (entry.round, entry.phase) {
+                return Err(corrupt(
+                    entry,
+                    format!(
+                        "it is round {} {}, not round {} {}",
+                        turn.round, turn.phase, entry.round, entry.phase
+                    ),
+                ));
+            }
+            let reply = Reply {
+                entry_type: Some(entry.entry_type),
+                content: entry.content.clone(),
+                verdict: entry.verdict,
+                concerns: entry.concerns.clone(),
+                proposal_hash: entry.proposal_hash.clone(),
+                signature: entry.signature.clone(),
+                prompt_tokens: entry.prompt_tokens,
+                completion_tokens: entry.completion_tokens,
+            };
+            let applied = session
+                .apply(
+                    at,
+                    Input::Result {
+                        worker_id: entry.worker_id.clone(),
+                        turn,
+                        reply,
+                    },
+                )
+                .map_err(|r| corrupt(entry, r.message))?;
+            keep(applied.effects.clone());
+            if applied.seq != Some(entry.seq) {
+                return Err(corrupt(
+                    entry,
+                    format!("it replays as seq {:?}", applied.seq),
+                ));
+            }
+        }
+        // Nobody holds a role after a takeover, and the old holders' attempts die with
+        // the old coordinator: a late result from one of them is stale.
+        session.assignments.clear();
+        for attempt in session.awaiting.values_mut() {
+            *attempt += 1;
+        }
+        let timeout = if session.status == Status::Pending {
+            session.config.pending_timeout_ms
+        } else {
+            session.config.phase_timeout_ms
+        };
+        session.deadline_ms = now_ms.saturating_add(timeout);
+        session.updated_ms = now_ms.max(session.updated_ms);
+        let effects = if session.status.is_terminal() {
+            Vec::new()
+        } else {
+            session
+                .participants
+                .iter()
+                .map(|role| Effect::NeedWorker { role: role.clone() })
+                .collect()
+        };
+        Ok((session, effects, history))
+    }
+
     pub fn id(&self) -> &str {
         &self.spec.id
     }
@@ -459,6 +614,8 @@ impl Session {
             open_objections: self.open_objections.clone(),
             assignments: self.assignments.clone(),
             entry_count: self.transcript.len() as u64,
+            prompt_tokens: self.transcript.iter().map(|e| e.prompt_tokens).sum(),
+            completion_tokens: self.transcript.iter().map(|e| e.completion_tokens).sum(),
         }
     }
 
@@ -534,15 +691,14 @@ impl Session {
             if self.assignments.len() == self.participants.len() {
                 self.enter_phase(now_ms, Phase::Framing, 0, &mut effects);
             }
-        } else if let Some(attempt) = self.awaiting.get_mut(&role) {
-            // The replacement takes over the open turn under a new attempt: any late
-            // result of the old holder is now stale.
-            *attempt += 1;
+        } else if let Some(&attempt) = self.awaiting.get(&role) {
+            // The replacement takes over the open turn under the attempt that losing the
+            // old holder already opened, so any late result of the old holder is stale.
             let turn = TurnKey {
                 round: self.round,
                 phase: self.status.phase().expect("working status"),
                 role,
-                attempt: *attempt,
+                attempt,
             };
             self.dispatch(turn, &mut effects);
         }
@@ -673,6 +829,8 @@ impl Session {
             proposal_hash: String::new(),
             proposal_version: 0,
             signature: Vec::new(),
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
         };
         match turn.phase {
             Phase::Synthesize => {

@@ -1,7 +1,9 @@
 //! The connection to the coordinator, and the errors meshctl reports.
 
 use agentmesh_proto::v1::session_service_client::SessionServiceClient;
+use agentmesh_store::Election;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -84,29 +86,39 @@ pub fn normalize_address(address: &str) -> String {
 }
 
 /// Where the coordinator is, and how to open a fresh connection to it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Coordinator {
     address: String,
-    endpoint: Endpoint,
+    /// Cluster mode: the election names the leader; every new connection asks it again,
+    /// so a watch follows a failover to the new leader.
+    leader_lookup: Option<Arc<dyn Election>>,
+}
+
+impl fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("address", &self.address)
+            .field("cluster", &self.leader_lookup.is_some())
+            .finish()
+    }
 }
 
 impl Coordinator {
     pub fn new(address: &str) -> Result<Coordinator, CliError> {
         let address = normalize_address(address);
-        let endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|e| {
-                CliError::Other(format!(
-                    "invalid coordinator address {address:?}: {}",
-                    error_chain(&e)
-                ))
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            // Keep-alive pings notice a coordinator host that vanished without closing
-            // the connection, so a watch reconnects instead of hanging forever.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        Ok(Coordinator { address, endpoint })
+        endpoint_for(&address)?;
+        Ok(Coordinator {
+            address,
+            leader_lookup: None,
+        })
+    }
+
+    /// A coordinator found through etcd's election (`--etcd`); `fallback` is used only
+    /// while no leader is elected.
+    pub fn elected(fallback: &str, election: Arc<dyn Election>) -> Result<Coordinator, CliError> {
+        let mut coordinator = Coordinator::new(fallback)?;
+        coordinator.leader_lookup = Some(election);
+        Ok(coordinator)
     }
 
     pub fn address(&self) -> &str {
@@ -116,25 +128,55 @@ impl Coordinator {
     /// A client for unary calls, on a new connection. Each call gives up after
     /// [`UNARY_TIMEOUT`], so a wedged coordinator cannot hang a script.
     pub async fn connect(&self) -> Result<Client, CliError> {
-        self.open(self.endpoint.clone().timeout(UNARY_TIMEOUT))
+        let address = self.current_address().await;
+        self.open(&address, endpoint_for(&address)?.timeout(UNARY_TIMEOUT))
             .await
     }
 
     /// A client for `WatchSession`, on a new connection: no call timeout, because a
     /// watch legitimately lasts as long as the session; keep-alive pings catch a dead peer.
     pub async fn connect_watch(&self) -> Result<Client, CliError> {
-        self.open(self.endpoint.clone()).await
+        let address = self.current_address().await;
+        self.open(&address, endpoint_for(&address)?).await
+    }
+
+    /// The leader's address in cluster mode, else the configured one.
+    async fn current_address(&self) -> String {
+        if let Some(election) = &self.leader_lookup {
+            match election.leader().await {
+                Ok(Some(leader)) => return normalize_address(&leader),
+                Ok(None) => tracing::warn!("no coordinator leads yet; trying {}", self.address),
+                Err(e) => tracing::warn!("cannot look up the leader in etcd: {e}"),
+            }
+        }
+        self.address.clone()
     }
 
     /// Connecting eagerly is what lets a failure name the address that could not be
     /// reached, instead of surfacing later as a bare `Unavailable` from the first call.
-    async fn open(&self, endpoint: Endpoint) -> Result<Client, CliError> {
+    async fn open(&self, address: &str, endpoint: Endpoint) -> Result<Client, CliError> {
         let channel = endpoint.connect().await.map_err(|e| CliError::Connect {
-            address: self.address.clone(),
+            address: address.to_string(),
             detail: error_chain(&e),
         })?;
         Ok(SessionServiceClient::new(channel).max_decoding_message_size(MAX_DECODE_BYTES))
     }
+}
+
+fn endpoint_for(address: &str) -> Result<Endpoint, CliError> {
+    Ok(Endpoint::from_shared(address.to_string())
+        .map_err(|e| {
+            CliError::Other(format!(
+                "invalid coordinator address {address:?}: {}",
+                error_chain(&e)
+            ))
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        // Keep-alive pings notice a coordinator host that vanished without closing
+        // the connection, so a watch reconnects instead of hanging forever.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use crate::client::{CliError, Coordinator};
 use crate::follow::{self, FollowOptions};
-use crate::render::{self, VerdictMatrix};
+use crate::render::{self, TokenUsage, VerdictMatrix};
 use agentmesh_core::{Entry, SessionSummary};
 use agentmesh_proto::v1;
 use serde::Serialize;
@@ -118,19 +118,22 @@ pub async fn sessions(coordinator: &Coordinator, json: bool) -> Result<u8, CliEr
 struct ShowDoc<'a> {
     session: SessionSummary,
     verdicts: &'a VerdictMatrix,
+    tokens: &'a TokenUsage,
 }
 
 /// A session's details and its per-round verdicts, computed from its transcript.
 pub async fn show(coordinator: &Coordinator, session_id: &str, json: bool) -> Result<u8, CliError> {
     let (session, entries) = transcript(coordinator, session_id).await?;
     let matrix = VerdictMatrix::from_transcript(&session.roles, &entries);
+    let tokens = TokenUsage::from_transcript(&session.roles, &entries);
     if json {
         print_json(&ShowDoc {
             session: summary_of(&session)?,
             verdicts: &matrix,
+            tokens: &tokens,
         })
     } else {
-        print(&render::session_details(&session, &matrix))
+        print(&(render::session_details(&session, &matrix) + &render::token_table(&tokens)))
     }
 }
 

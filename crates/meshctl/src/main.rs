@@ -48,6 +48,11 @@ struct Cli {
     )]
     coordinator: String,
 
+    /// Cluster mode: comma-separated etcd endpoints; meshctl talks to whichever
+    /// coordinator the election names as leader.
+    #[arg(long, global = true, env = "MESH_ETCD", value_delimiter = ',', value_name = "ENDPOINTS")]
+    etcd: Vec<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -191,7 +196,23 @@ fn init_logging() {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, CliError> {
-    let coordinator = Coordinator::new(&cli.coordinator)?;
+    let coordinator = if cli.etcd.is_empty() {
+        Coordinator::new(&cli.coordinator)?
+    } else {
+        let client = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            agentmesh_store::connect_etcd(&cli.etcd),
+        )
+        .await
+        .map_err(|_| CliError::Other(format!("etcd at {} did not answer within 10s", cli.etcd.join(","))))?
+        .map_err(|e| CliError::Other(format!("cannot reach etcd at {}: {e}", cli.etcd.join(","))))?;
+        let election = agentmesh_store::EtcdElection::new(
+            client,
+            "/agentmesh/v1/leader",
+            std::time::Duration::from_secs(2),
+        );
+        Coordinator::elected(&cli.coordinator, std::sync::Arc::new(election))?
+    };
     match cli.command {
         Command::Run {
             task,

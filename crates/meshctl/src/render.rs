@@ -392,6 +392,7 @@ fn utc_time(ms: i64) -> String {
 /// created   2026-11-24 05:30:12 UTC
 /// updated   2026-11-24 05:34:50 UTC
 /// entries   27
+/// tokens    5120 prompt, 830 completion (only when a brain reported token usage)
 /// final     v2 sha256 <hash>            (only when a version was agreed)
 /// roles
 ///   supervisor  supervisor-1
@@ -428,6 +429,15 @@ pub fn session_details(session: &v1::Session, matrix: &VerdictMatrix) -> String 
     field("created", &utc_time(session.created_ms));
     field("updated", &utc_time(session.updated_ms));
     field("entries", &session.entry_count.to_string());
+    if session.prompt_tokens + session.completion_tokens > 0 {
+        field(
+            "tokens",
+            &format!(
+                "{} prompt, {} completion",
+                session.prompt_tokens, session.completion_tokens
+            ),
+        );
+    }
     if session.final_version > 0 {
         field(
             "final",
@@ -466,6 +476,100 @@ pub fn session_details(session: &v1::Session, matrix: &VerdictMatrix) -> String 
         out.push_str(&verdict_table(matrix));
     }
     out
+}
+
+/// Model tokens one role's entries cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleTokens {
+    pub role: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The model tokens of a session, summed from its transcript: totals and per role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The session's roles in session order, then any other role that wrote an entry,
+    /// alphabetically.
+    pub by_role: Vec<RoleTokens>,
+}
+
+impl TokenUsage {
+    pub fn from_transcript(roles: &[String], entries: &[v1::Entry]) -> TokenUsage {
+        let mut sums: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for e in entries {
+            let sum = sums.entry(e.role.as_str()).or_default();
+            sum.0 += e.prompt_tokens;
+            sum.1 += e.completion_tokens;
+        }
+        let mut order: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let extra: Vec<&str> = sums
+            .keys()
+            .copied()
+            .filter(|role| !order.contains(role))
+            .collect();
+        order.extend(extra);
+        let by_role: Vec<RoleTokens> = order
+            .into_iter()
+            .map(|role| {
+                let (prompt, completion) = sums.get(role).copied().unwrap_or_default();
+                RoleTokens {
+                    role: role.to_string(),
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                }
+            })
+            .collect();
+        TokenUsage {
+            prompt_tokens: by_role.iter().map(|r| r.prompt_tokens).sum(),
+            completion_tokens: by_role.iter().map(|r| r.completion_tokens).sum(),
+            by_role,
+        }
+    }
+
+    /// True when no entry reported any token (scripted brains).
+    pub fn is_empty(&self) -> bool {
+        self.prompt_tokens + self.completion_tokens == 0
+    }
+}
+
+/// The per-role token sums `meshctl show` prints after the verdicts; empty when no
+/// brain reported token usage.
+///
+/// ```text
+///
+/// tokens
+/// ROLE        PROMPT  COMPLETION
+/// supervisor  3100    610
+/// security    2020    220
+/// total       5120    830
+/// ```
+pub fn token_table(usage: &TokenUsage) -> String {
+    if usage.is_empty() {
+        return String::new();
+    }
+    let mut rows: Vec<Vec<String>> = usage
+        .by_role
+        .iter()
+        .map(|r| {
+            vec![
+                r.role.clone(),
+                r.prompt_tokens.to_string(),
+                r.completion_tokens.to_string(),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "total".to_string(),
+        usage.prompt_tokens.to_string(),
+        usage.completion_tokens.to_string(),
+    ]);
+    format!(
+        "\ntokens\n{}",
+        table(&["ROLE", "PROMPT", "COMPLETION"], &rows)
+    )
 }
 
 #[cfg(test)]
@@ -702,6 +806,48 @@ mod tests {
             ..session()
         };
         assert_eq!(outcome(&cancelled), "result: CANCELLED after round 1\n");
+    }
+
+    #[test]
+    fn token_usage_sums_per_role_and_shows_only_when_metered() {
+        let mut entries = vec![
+            entry(1, 0, v1::Phase::Framing, "supervisor", v1::EntryType::Framework),
+            entry(2, 1, v1::Phase::Contribute, "security", v1::EntryType::Analysis),
+            entry(3, 1, v1::Phase::Synthesize, "supervisor", v1::EntryType::Proposal),
+            entry(4, 1, v1::Phase::Contribute, "guest", v1::EntryType::Analysis),
+        ];
+        let s = session();
+        let usage = TokenUsage::from_transcript(&s.roles, &entries);
+        assert!(usage.is_empty());
+        assert_eq!(token_table(&usage), "");
+        assert!(!session_details(&s, &VerdictMatrix::from_transcript(&s.roles, &[])).contains("tokens"));
+
+        for (e, (p, c)) in entries.iter_mut().zip([(100, 10), (50, 5), (200, 20), (1, 1)]) {
+            e.prompt_tokens = p;
+            e.completion_tokens = c;
+        }
+        let usage = TokenUsage::from_transcript(&s.roles, &entries);
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (351, 36));
+        assert_eq!(
+            token_table(&usage),
+            "\ntokens\n\
+             ROLE        PROMPT  COMPLETION\n\
+             supervisor  300     30\n\
+             backend     0       0\n\
+             security    50      5\n\
+             guest       1       1\n\
+             total       351     36\n"
+        );
+        let metered = v1::Session {
+            prompt_tokens: 351,
+            completion_tokens: 36,
+            ..session()
+        };
+        let text = session_details(&metered, &VerdictMatrix::from_transcript(&s.roles, &[]));
+        assert!(
+            text.contains("\ntokens    351 prompt, 36 completion\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -147,6 +147,8 @@ impl From<&core::Entry> for v1::Entry {
             proposal_hash: e.proposal_hash.clone(),
             signature: e.signature.clone(),
             proposal_version: e.proposal_version,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
         }
     }
 }
@@ -170,6 +172,8 @@ impl TryFrom<&v1::Entry> for core::Entry {
             proposal_hash: e.proposal_hash.clone(),
             proposal_version: e.proposal_version,
             signature: e.signature.clone(),
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
         })
     }
 }
@@ -205,6 +209,8 @@ impl From<&core::SessionSummary> for v1::Session {
                 })
                 .collect(),
             entry_count: s.entry_count,
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
         }
     }
 }
@@ -239,6 +245,8 @@ impl TryFrom<&v1::Session> for core::SessionSummary {
                 .map(|a| (a.role.clone(), a.worker_id.clone()))
                 .collect(),
             entry_count: s.entry_count,
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
         })
     }
 }
@@ -278,6 +286,8 @@ pub fn reply_from_wire(r: &v1::TurnResult) -> core::Reply {
         concerns: r.concerns.clone(),
         proposal_hash: r.proposal_hash.clone(),
         signature: r.signature.clone(),
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
     }
 }
 
@@ -301,6 +311,8 @@ mod tests {
             proposal_hash: "ab".into(),
             proposal_version: 2,
             signature: vec![9],
+            prompt_tokens: 812,
+            completion_tokens: 64,
         };
         let wire = v1::Entry::from(&e);
         assert_eq!(core::Entry::try_from(&wire).unwrap(), e);

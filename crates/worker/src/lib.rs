@@ -27,13 +27,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// The metadata key in which a standby coordinator names the leader.
+pub const LEADER_METADATA: &str = "x-agentmesh-leader";
 use tokio_stream::wrappers::ReceiverStream;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub role: String,
     pub worker_id: String,
+    /// The coordinator to use when no election says otherwise.
     pub coordinator: String,
+    /// Cluster mode: where to look up the current leader before each connection.
+    pub leader_lookup: Option<Arc<dyn agentmesh_store::Election>>,
     /// Sessions served at once.
     pub capacity: u32,
     /// How long shutdown waits for in-flight turns.
@@ -183,8 +189,22 @@ impl Drop for TurnGuard {
     }
 }
 
+/// The coordinator to connect to: the elected leader in cluster mode, else the flag.
+async fn find_coordinator(config: &WorkerConfig) -> String {
+    if let Some(election) = &config.leader_lookup {
+        match election.leader().await {
+            Ok(Some(url)) => return url,
+            Ok(None) => tracing::warn!("no coordinator leads yet"),
+            Err(e) => tracing::warn!(error = %e, "cannot look up the leader"),
+        }
+    }
+    config.coordinator.clone()
+}
+
 /// Why one connection ended.
 enum Ended {
+    /// A standby named the leader.
+    Redirected(String),
     /// Shutdown requested and drained: stop for good.
     Drained,
     /// The stream broke or could not be opened: reconnect.
@@ -200,24 +220,35 @@ pub async fn run(
     let held = Held::default();
     let in_flight = Arc::new(InFlight::default());
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    // A standby's refusal names the leader: try it next, before asking the election.
+    let mut redirect: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        match connect_and_serve(
+        let target = match redirect.take() {
+            Some(url) => url,
+            None => find_coordinator(&config).await,
+        };
+        let ended = connect_and_serve(
             &config,
+            &target,
             &brain,
             &held,
             &in_flight,
             &mut shutdown,
             &mut backoff,
         )
-        .await
-        {
+        .await;
+        match ended {
             Ended::Drained => return Ok(()),
+            Ended::Redirected(url) => {
+                tracing::info!(from = %target, to = %url, "redirected to the leader");
+                redirect = Some(url);
+            }
             Ended::Broken(why) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(coordinator = %config.coordinator, %why, ?delay, "disconnected; reconnecting");
+                tracing::warn!(coordinator = %target, %why, ?delay, "disconnected; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|s| *s) => return Ok(()),
@@ -229,13 +260,14 @@ pub async fn run(
 
 async fn connect_and_serve(
     config: &WorkerConfig,
+    target: &str,
     brain: &Arc<dyn Brain>,
     held: &Held,
     in_flight: &Arc<InFlight>,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Ended {
-    let endpoint = match tonic::transport::Endpoint::from_shared(config.coordinator.clone()) {
+    let endpoint = match tonic::transport::Endpoint::from_shared(target.to_string()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
@@ -266,7 +298,19 @@ async fn connect_and_serve(
     let mut inbound = match client.attach(ReceiverStream::new(out_rx)).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            return Ended::Broken(format!("attach: {:?}: {}", status.code(), status.message()));
+            if let Some(leader) = status
+                .metadata()
+                .get(LEADER_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .filter(|leader| *leader != target)
+            {
+                return Ended::Redirected(leader.to_string());
+            }
+            return Ended::Broken(format!(
+                "attach: {:?}: {}",
+                status.code(),
+                status.message()
+            ));
         }
     };
 
@@ -383,6 +427,8 @@ fn start_turn(
                             concerns: reply.concerns,
                             proposal_hash: reply.proposal_hash,
                             signature: reply.signature,
+                            prompt_tokens: reply.prompt_tokens,
+                            completion_tokens: reply.completion_tokens,
                         })),
                     },
                     Ok(Err(e)) => failed(turn, format!("brain {}: {e}", brain.name())),

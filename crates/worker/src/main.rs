@@ -3,6 +3,8 @@
 use agentmesh_worker::WorkerConfig;
 use agentmesh_worker::brains::{self, BrainArgs};
 use clap::Parser;
+use agentmesh_store::WorkerRegistry;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -29,6 +31,16 @@ struct Args {
     capacity: u32,
     #[command(flatten)]
     brain: BrainArgs,
+    /// Cluster mode: comma-separated etcd endpoints. The worker registers under a lease
+    /// and finds the leading coordinator through the election.
+    #[arg(long, env = "MESH_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// TTL of the worker's lease in seconds: a frozen worker is replaced after this long.
+    #[arg(long, default_value_t = 5)]
+    lease_ttl: u64,
+    /// Where this worker runs, as shown by `meshctl workers` (default: the host name).
+    #[arg(long, env = "MESH_ADVERTISE")]
+    advertise: Option<String>,
     /// On SIGTERM, how long in-flight turns may take before the worker leaves anyway.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
@@ -58,15 +70,6 @@ async fn main() -> anyhow::Result<()> {
         )
     });
     let brain = brains::build(&args.brain, &args.role)?;
-    let config = WorkerConfig {
-        role: args.role,
-        worker_id,
-        coordinator: args.coordinator,
-        capacity: args.capacity,
-        grace: Duration::from_secs(args.grace_secs),
-        backoff_initial: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(10),
-    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -77,5 +80,73 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    agentmesh_worker::run(config, brain, stop_rx).await
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut leader_lookup: Option<Arc<dyn agentmesh_store::Election>> = None;
+    let mut registration = None;
+    if !args.etcd.is_empty() {
+        let Some(client) =
+            agentmesh_store::connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await
+        else {
+            return Ok(());
+        };
+        let record = agentmesh_store::WorkerRecord {
+            role: args.role.clone(),
+            worker_id: worker_id.clone(),
+            capacity: args.capacity,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            address: args.advertise.clone().unwrap_or_else(host_name),
+        };
+        let registry = agentmesh_store::EtcdRegistry::new(client.clone(), PREFIX);
+        // The registration keeps its lease alive (and re-registers after an etcd outage)
+        // in the background until it is revoked on the way out.
+        let ttl = Duration::from_secs(args.lease_ttl.max(1));
+        let mut delay = Duration::from_millis(200);
+        registration = loop {
+            match registry.register(record.clone(), ttl).await {
+                Ok(r) => break Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, ?delay, "cannot register in etcd; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stopped(stop_rx.clone()) => return Ok(()),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        leader_lookup = Some(Arc::new(agentmesh_store::EtcdElection::new(
+            client,
+            &format!("{PREFIX}/leader"),
+            Duration::from_secs(2),
+        )));
+    }
+    let config = WorkerConfig {
+        role: args.role,
+        worker_id,
+        leader_lookup,
+        coordinator: args.coordinator,
+        capacity: args.capacity,
+        grace: Duration::from_secs(args.grace_secs),
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(10),
+    };
+    let result = agentmesh_worker::run(config, brain, stop_rx).await;
+    if let Some(registration) = registration {
+        registration.revoke().await;
+    }
+    result
+}
+
+/// Where agentmesh keeps its keys in etcd.
+const PREFIX: &str = "/agentmesh/v1";
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -260,5 +260,6 @@ pub(super) fn review(ctx: &TurnContext, proposal: &str) -> Reply {
         concerns: unmet,
         proposal_hash: ctx.proposal_hash.clone(),
         signature: Vec::new(),
+        ..Reply::default()
     }
 }

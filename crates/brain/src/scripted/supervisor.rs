@@ -543,5 +543,6 @@ pub(super) fn review(ctx: &TurnContext, proposal: &str) -> Reply {
         concerns,
         proposal_hash: ctx.proposal_hash.clone(),
         signature: Vec::new(),
+        ..Reply::default()
     }
 }

@@ -1,0 +1,299 @@
+//! `Session::restore` rebuilds a session from any prefix of its transcript, exactly as
+//! a standby coordinator does after a failover: same status, round, transcript, proposal
+//! and objections; no worker held; and the restored session runs on to the same outcome.
+
+use agentmesh_core::{
+    Effect, Entry, EntryType, Input, Phase, Reply, Session, SessionConfig, SessionSpec, Status,
+    Verdict,
+};
+
+fn spec(max_rounds: u32) -> SessionSpec {
+    SessionSpec {
+        id: "s1".into(),
+        task: "Design a ledger".into(),
+        specialists: vec!["backend".into(), "security".into()],
+        max_rounds,
+    }
+}
+
+/// Whether `role` approves in `round`.
+type Policy = fn(&str, u32) -> bool;
+
+/// Answers every dispatched turn (worker ids carry a generation, so a restored session's
+/// new workers differ from the old ones) and returns the final effects' dispatches.
+fn answer_all(
+    session: &mut Session,
+    mut pending: Vec<Effect>,
+    generation: u32,
+    policy: Policy,
+    clock: &mut i64,
+) -> Vec<Effect> {
+    let mut seen = Vec::new();
+    let mut steps = 0;
+    while !session.status().is_terminal() {
+        steps += 1;
+        assert!(steps < 200, "runaway session");
+        let mut next = Vec::new();
+        seen.extend(pending.iter().cloned());
+        for effect in pending.drain(..) {
+            match effect {
+                Effect::NeedWorker { role } => {
+                    let worker_id = format!("{role}-g{generation}");
+                    *clock += 1;
+                    next.extend(
+                        session
+                            .apply(*clock, Input::Assign { role, worker_id })
+                            .expect("assign")
+                            .effects,
+                    );
+                }
+                Effect::Dispatch {
+                    worker_id, turn, ..
+                } => {
+                    *clock += 1;
+                    let (entry_type, verdict, concerns, hash) = match turn.phase {
+                        Phase::Framing => (EntryType::Framework, None, vec![], String::new()),
+                        Phase::Contribute if turn.round == 1 => {
+                            (EntryType::Analysis, None, vec![], String::new())
+                        }
+                        Phase::Contribute => (EntryType::Proposal, None, vec![], String::new()),
+                        Phase::Synthesize => (EntryType::Proposal, None, vec![], String::new()),
+                        Phase::Review => {
+                            let (_, hash) = session.current_proposal().expect("proposal");
+                            if policy(&turn.role, turn.round) {
+                                (
+                                    EntryType::Review,
+                                    Some(Verdict::Approve),
+                                    vec![],
+                                    hash.to_string(),
+                                )
+                            } else {
+                                let concern =
+                                    format!("{} wants more in round {}", turn.role, turn.round);
+                                (
+                                    EntryType::Review,
+                                    Some(Verdict::Object),
+                                    vec![concern],
+                                    String::new(),
+                                )
+                            }
+                        }
+                    };
+                    let reply = Reply {
+                        entry_type: Some(entry_type),
+                        content: format!("{} says {} r{}", turn.role, turn.phase, turn.round),
+                        verdict,
+                        concerns,
+                        proposal_hash: hash,
+                        ..Reply::default()
+                    };
+                    let applied = session
+                        .apply(
+                            *clock,
+                            Input::Result {
+                                worker_id,
+                                turn,
+                                reply,
+                            },
+                        )
+                        .expect("accepted");
+                    next.extend(applied.effects);
+                }
+                _ => {}
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        pending = next;
+    }
+    seen.extend(pending);
+    seen
+}
+
+/// Runs a whole session, recording the transcript.
+fn full_run(max_rounds: u32, policy: Policy) -> (Session, Vec<Entry>) {
+    let (mut session, effects) = Session::new(spec(max_rounds), SessionConfig::default(), 1_000);
+    let mut clock = 1_000;
+    let _ = answer_all(&mut session, effects, 1, policy, &mut clock);
+    let transcript = session.transcript().to_vec();
+    (session, transcript)
+}
+
+const POLICIES: [(&str, Policy); 4] = [
+    ("all approve at once", |_, _| true),
+    ("security objects once", |role, round| {
+        role != "security" || round >= 2
+    }),
+    ("backend objects twice", |role, round| {
+        role != "backend" || round >= 3
+    }),
+    ("security never approves", |role, _| role != "security"),
+];
+
+#[test]
+fn every_prefix_restores_to_the_same_state_and_runs_to_the_same_outcome() {
+    for (name, policy) in POLICIES {
+        let (original, transcript) = full_run(3, policy);
+        let outcome = original.summary();
+        assert!(outcome.status.is_terminal(), "{name}");
+        for k in 0..=transcript.len() {
+            let prefix = &transcript[..k];
+            let (mut restored, effects) =
+                Session::restore(spec(3), SessionConfig::default(), 1_000, prefix, 50_000)
+                    .unwrap_or_else(|e| panic!("{name}: prefix {k}: {e}"));
+            assert_eq!(restored.transcript(), prefix, "{name}: prefix {k}");
+            assert!(
+                restored.assignments().is_empty(),
+                "{name}: nobody holds a role after restore"
+            );
+            if restored.status().is_terminal() {
+                assert_eq!(
+                    k,
+                    transcript.len(),
+                    "{name}: only the whole transcript is terminal"
+                );
+                assert_eq!(restored.summary().status, outcome.status);
+                assert_eq!(restored.summary().final_hash, outcome.final_hash);
+                assert_eq!(restored.summary().open_objections, outcome.open_objections);
+                continue;
+            }
+            let needed: Vec<&str> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::NeedWorker { role } => Some(role.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                needed,
+                ["supervisor", "backend", "security"],
+                "{name}: prefix {k}"
+            );
+            assert_eq!(
+                restored.next_deadline(),
+                Some(50_000 + 60_000),
+                "a fresh timeout"
+            );
+            // New workers take over and the session ends exactly as the original did.
+            let mut clock = 60_000;
+            let _ = answer_all(&mut restored, effects, 2, policy, &mut clock);
+            let end = restored.summary();
+            assert_eq!(end.status, outcome.status, "{name}: prefix {k}");
+            assert_eq!(end.round, outcome.round, "{name}: prefix {k}");
+            assert_eq!(end.final_hash, outcome.final_hash, "{name}: prefix {k}");
+            assert_eq!(
+                end.open_objections, outcome.open_objections,
+                "{name}: prefix {k}"
+            );
+            assert_eq!(
+                restored.transcript().len(),
+                transcript.len(),
+                "{name}: prefix {k}"
+            );
+            for (a, b) in restored.transcript().iter().zip(&transcript) {
+                assert_eq!(
+                    (a.seq, a.round, a.phase, &a.role, &a.content),
+                    (b.seq, b.round, b.phase, &b.role, &b.content)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_late_result_from_the_old_coordinators_worker_is_stale_after_restore() {
+    let (_, transcript) = full_run(3, POLICIES[1].1);
+    // Cut inside round 1 CONTRIBUTE: the framework and one analysis are persisted.
+    let prefix = &transcript[..2];
+    let (mut restored, effects) =
+        Session::restore(spec(3), SessionConfig::default(), 1_000, prefix, 50_000).unwrap();
+    assert_eq!(restored.status(), Status::Contribute);
+    for effect in effects {
+        if let Effect::NeedWorker { role } = effect {
+            restored
+                .apply(
+                    50_001,
+                    Input::Assign {
+                        worker_id: format!("{role}-new"),
+                        role,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    let open = restored
+        .awaiting()
+        .next()
+        .map(str::to_string)
+        .expect("one specialist still owes its analysis");
+    let mut old_turn = restored.awaited_turn(&open).unwrap();
+    old_turn.attempt = 1;
+    let late = restored.apply(
+        50_002,
+        Input::Result {
+            worker_id: format!("{open}-new"),
+            turn: old_turn,
+            reply: Reply {
+                entry_type: Some(EntryType::Analysis),
+                content: "late".into(),
+                ..Reply::default()
+            },
+        },
+    );
+    assert!(
+        late.is_err(),
+        "attempt 1 belonged to the old coordinator's dispatch"
+    );
+}
+
+#[test]
+fn a_transcript_the_rules_could_not_produce_is_refused() {
+    let (_, transcript) = full_run(3, POLICIES[0].1);
+    let mut swapped = transcript.clone();
+    swapped.swap(0, 1);
+    assert!(Session::restore(spec(3), SessionConfig::default(), 1_000, &swapped, 9).is_err());
+
+    let mut forged = transcript.clone();
+    let review = forged
+        .iter_mut()
+        .find(|e| e.verdict == Some(Verdict::Approve))
+        .unwrap();
+    review.proposal_hash = "0".repeat(64);
+    let err = Session::restore(spec(3), SessionConfig::default(), 1_000, &forged, 9).unwrap_err();
+    assert!(err.contains("cannot be replayed"), "{err}");
+
+    let mut gap = transcript;
+    gap.remove(3);
+    assert!(Session::restore(spec(3), SessionConfig::default(), 1_000, &gap, 9).is_err());
+}
+
+/// What a watcher saw: entries and status changes, in order.
+fn watched(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Appended(entry) => Some(format!("entry {}", entry.seq)),
+            Effect::StatusChanged { status, round } => Some(format!("{status} r{round}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_replayed_history_is_the_event_sequence_watchers_saw() {
+    for (name, policy) in POLICIES {
+        let (mut session, effects) = Session::new(spec(3), SessionConfig::default(), 1_000);
+        let mut clock = 1_000;
+        let original = answer_all(&mut session, effects, 1, policy, &mut clock);
+        let (_, _, history) = Session::restore_with_history(
+            spec(3),
+            SessionConfig::default(),
+            1_000,
+            session.transcript(),
+            clock,
+        )
+        .unwrap();
+        assert_eq!(watched(&history), watched(&original), "{name}");
+    }
+}

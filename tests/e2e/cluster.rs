@@ -1,0 +1,415 @@
+//! Cluster mode against a real etcd: leader election and standby redirects, failover
+//! with SIGKILL, worker leases (a frozen worker), an etcd restart, and the embedded
+//! mode's `--data-dir` surviving a coordinator restart.
+
+use crate::ALL_ROLES;
+use agentmesh_e2e::{
+    CoordinatorOpts, Proc, assert_transcript_sound, bin, http_get, is_terminal, start_coordinator,
+};
+use agentmesh_etcd_testkit::EtcdServer;
+use agentmesh_proto::v1::session_service_client::SessionServiceClient;
+use agentmesh_proto::v1::{self, SessionStatus};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+struct Coordinator {
+    proc: Proc,
+    url: String,
+    http: String,
+}
+
+/// etcd, coordinators and workers, all real processes.
+struct EtcdMesh {
+    etcd: EtcdServer,
+    coordinators: Vec<Coordinator>,
+    workers: BTreeMap<String, Proc>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl EtcdMesh {
+    fn start(coordinators: usize) -> EtcdMesh {
+        let etcd = EtcdServer::start().expect("start etcd");
+        let mut mesh = EtcdMesh {
+            etcd,
+            coordinators: Vec::new(),
+            workers: BTreeMap::new(),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        for i in 0..coordinators {
+            mesh.add_coordinator(&format!("c{i}"));
+        }
+        mesh
+    }
+
+    fn add_coordinator(&mut self, id: &str) {
+        let opts = CoordinatorOpts {
+            extra: vec!["--etcd".into(), self.etcd.endpoint(), "--id".into(), id.into()],
+            ..CoordinatorOpts::default()
+        };
+        let (proc, addr, http) = start_coordinator("127.0.0.1:0", &opts);
+        self.coordinators.push(Coordinator {
+            proc,
+            url: format!("http://{addr}"),
+            http: http.expect("http address"),
+        });
+    }
+
+    fn add_worker(&mut self, role: &str, id: &str, extra: &[&str]) {
+        let mut args: Vec<String> = vec![
+            "--role".into(),
+            role.into(),
+            "--id".into(),
+            id.into(),
+            "--etcd".into(),
+            self.etcd.endpoint(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.workers
+            .insert(id.to_string(), Proc::spawn(id, &bin("mesh-worker"), &args));
+    }
+
+    /// The index of the coordinator whose /readyz says it leads.
+    fn leader(&self, timeout: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let leaders: Vec<usize> = self
+                .coordinators
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(http_get(&c.http, "/readyz"), Some((200, _))))
+                .map(|(i, _)| i)
+                .collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            assert!(
+                leaders.len() <= 1,
+                "two coordinators claim to lead: {leaders:?}"
+            );
+            assert!(start.elapsed() < timeout, "no leader after {timeout:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn client(&self, url: &str) -> SessionServiceClient<tonic::transport::Channel> {
+        let url = url.to_string();
+        self.rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .expect("connect");
+            SessionServiceClient::new(channel)
+        })
+    }
+
+    fn meshctl(&self, args: &[&str]) -> Output {
+        std::process::Command::new(bin("meshctl"))
+            .arg("--etcd")
+            .arg(self.etcd.endpoint())
+            .args(args)
+            .output()
+            .expect("meshctl")
+    }
+
+    /// Waits until the leader lists `n` connected, leased workers.
+    fn wait_workers(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let leader = self.leader(timeout);
+            let mut client = self.client(&self.coordinators[leader].url);
+            let workers = self
+                .rt
+                .block_on(async move { client.list_workers(v1::ListWorkersRequest {}).await })
+                .map(|r| r.into_inner().workers)
+                .unwrap_or_default();
+            if workers.iter().filter(|w| w.connected && w.leased).count() == n {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "{} of {n} workers ready\n{}", workers.len(), self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A session as the current leader sees it.
+    fn session(&self, id: &str) -> Option<v1::Session> {
+        let leader = self.leader(Duration::from_secs(30));
+        let mut client = self.client(&self.coordinators[leader].url);
+        let request = v1::GetSessionRequest {
+            session_id: id.to_string(),
+        };
+        self.rt
+            .block_on(async move { client.get_session(request).await })
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    fn transcript(&self, id: &str) -> v1::Transcript {
+        let leader = self.leader(Duration::from_secs(30));
+        let mut client = self.client(&self.coordinators[leader].url);
+        let request = v1::GetTranscriptRequest {
+            session_id: id.to_string(),
+        };
+        self.rt
+            .block_on(async move { client.get_transcript(request).await })
+            .expect("transcript")
+            .into_inner()
+    }
+
+    fn wait_session(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&v1::Session) -> bool) -> v1::Session {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.session(id)
+                && pred(&s)
+            {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "session {id} not {what} after {timeout:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn create(&self, task: &str) -> String {
+        let out = self.meshctl(&["run", task, "--detach"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("session "))
+            .expect("session id")
+            .trim()
+            .to_string()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.coordinators.iter().enumerate() {
+            out.push_str(&format!("--- coordinator {i} ---\n{}", agentmesh_e2e::tail(&c.proc.log_text(), 30)));
+        }
+        for (id, w) in &self.workers {
+            out.push_str(&format!("--- {id} ---\n{}", agentmesh_e2e::tail(&w.log_text(), 8)));
+        }
+        out
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// No two entries answer the same turn: a failover must not duplicate work.
+fn assert_no_duplicate_turns(t: &v1::Transcript) {
+    let mut seen = BTreeSet::new();
+    for e in &t.entries {
+        assert!(
+            seen.insert((e.round, e.phase, e.role.clone())),
+            "turn round {} phase {} role {} answered twice",
+            e.round,
+            e.phase,
+            e.role
+        );
+    }
+}
+
+#[test]
+fn one_coordinator_leads_and_a_standby_redirects_to_it() {
+    let mut mesh = EtcdMesh::start(2);
+    let leader = mesh.leader(Duration::from_secs(20));
+    let standby = 1 - leader;
+    assert_eq!(http_get(&mesh.coordinators[standby].http, "/readyz").unwrap().0, 503);
+    assert_eq!(http_get(&mesh.coordinators[standby].http, "/healthz").unwrap().0, 200);
+
+    let mut client = mesh.client(&mesh.coordinators[standby].url);
+    let status = mesh
+        .rt
+        .block_on(async move { client.list_sessions(v1::ListSessionsRequest {}).await })
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let named = status
+        .metadata()
+        .get("x-agentmesh-leader")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(named.as_deref(), Some(mesh.coordinators[leader].url.as_str()));
+
+    // Workers and meshctl find the leader through etcd by themselves.
+    for role in ["supervisor", "backend"] {
+        mesh.add_worker(role, &format!("{role}-1"), &[]);
+    }
+    mesh.wait_workers(2, Duration::from_secs(30));
+    let out = mesh.meshctl(&["run", "Design a payments ledger", "--roles", "backend"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), mesh.logs());
+    let workers = mesh.meshctl(&["workers", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&workers.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+}
+
+#[test]
+fn a_standby_takes_over_when_the_leader_is_killed_and_every_session_reaches_consensus() {
+    let mut mesh = EtcdMesh::start(2);
+    for role in ALL_ROLES {
+        mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "300", "--capacity", "8"]);
+    }
+    mesh.wait_workers(ALL_ROLES.len(), Duration::from_secs(30));
+    let ids: Vec<String> = (0..3)
+        .map(|i| mesh.create(&format!("{} (tenant {i})", agentmesh_brain::DEMO_TASK)))
+        .collect();
+    for id in &ids {
+        mesh.wait_session(id, Duration::from_secs(30), "contributing", |s| s.round >= 1);
+    }
+    let leader = mesh.leader(Duration::from_secs(5));
+    let killed_at = now_ms();
+    mesh.coordinators[leader].proc.signal("KILL");
+    mesh.coordinators[leader].proc.wait_exit(Duration::from_secs(5));
+
+    let standby = 1 - leader;
+    assert_eq!(mesh.leader(Duration::from_secs(20)), standby);
+    let mut first_after_kill = i64::MAX;
+    for id in &ids {
+        let session = mesh.wait_session(id, Duration::from_secs(90), "ended", |s| is_terminal(s.status));
+        assert_eq!(session.status, SessionStatus::Consensus as i32, "{id}: {}", session.reason);
+        let transcript = mesh.transcript(id);
+        assert_transcript_sound(&transcript);
+        assert_no_duplicate_turns(&transcript);
+        if let Some(e) = transcript.entries.iter().find(|e| e.timestamp_ms > killed_at) {
+            first_after_kill = first_after_kill.min(e.timestamp_ms);
+        }
+    }
+    assert!(first_after_kill < i64::MAX, "the new leader wrote entries");
+    // A figure, not an assertion: printed for the record (`cargo nextest run ... --no-capture`).
+    println!(
+        "failover: {} ms from SIGKILL of the leader to the first new entry",
+        first_after_kill - killed_at
+    );
+}
+
+#[test]
+fn a_frozen_worker_loses_its_lease_and_its_twin_takes_over() {
+    let mut mesh = EtcdMesh::start(1);
+    for role in ["supervisor", "backend"] {
+        mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "800", "--lease-ttl", "2"]);
+    }
+    mesh.add_worker("backend", "backend-2", &["--think-ms", "800", "--lease-ttl", "2"]);
+    mesh.wait_workers(3, Duration::from_secs(30));
+    let id = mesh.create_with_roles("Design a payments ledger", "backend");
+    let session = mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| {
+        s.status == SessionStatus::Contribute as i32
+    });
+    let frozen = session
+        .assignments
+        .iter()
+        .find(|a| a.role == "backend")
+        .map(|a| a.worker_id.clone())
+        .expect("backend assigned");
+    mesh.workers[&frozen].signal("STOP");
+
+    let session = mesh.wait_session(&id, Duration::from_secs(60), "ended", |s| is_terminal(s.status));
+    mesh.workers[&frozen].signal("CONT");
+    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}", session.reason);
+    let transcript = mesh.transcript(&id);
+    assert_transcript_sound(&transcript);
+    assert!(
+        transcript.entries.iter().filter(|e| e.role == "backend").all(|e| e.worker_id != frozen),
+        "the frozen worker's turn went to its twin"
+    );
+}
+
+#[test]
+fn sessions_in_flight_survive_an_etcd_restart() {
+    let mut mesh = EtcdMesh::start(1);
+    for role in ["supervisor", "backend", "security"] {
+        mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "400"]);
+    }
+    mesh.wait_workers(3, Duration::from_secs(30));
+    let out = mesh.meshctl(&["run", "Design a payments ledger", "--roles", "backend,security", "--detach"]);
+    let id = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().strip_prefix("session ").unwrap().trim().to_string();
+    mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| s.round >= 1);
+
+    mesh.etcd.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    mesh.etcd.start_again().expect("restart etcd");
+
+    let session = mesh.wait_session(&id, Duration::from_secs(90), "ended", |s| is_terminal(s.status));
+    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}\n{}", session.reason, mesh.logs());
+    let transcript = mesh.transcript(&id);
+    assert_transcript_sound(&transcript);
+    assert_no_duplicate_turns(&transcript);
+    // Nothing restarted: the same processes are still running.
+    for (id, w) in mesh.workers.iter_mut() {
+        assert_eq!(w.child.try_wait().unwrap(), None, "{id} exited");
+    }
+    assert_eq!(mesh.coordinators[0].proc.child.try_wait().unwrap(), None);
+}
+
+#[test]
+fn a_coordinator_waits_for_an_unreachable_etcd_then_leads() {
+    let mut mesh = EtcdMesh::start(0);
+    mesh.etcd.stop();
+    // Start a coordinator against the stopped etcd: it must wait, not die.
+    let opts = CoordinatorOpts {
+        extra: vec!["--etcd".into(), mesh.etcd.endpoint()],
+        ..CoordinatorOpts::default()
+    };
+    let (proc, addr, http) = start_coordinator("127.0.0.1:0", &opts);
+    mesh.coordinators.push(Coordinator { proc, url: format!("http://{addr}"), http: http.unwrap() });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mesh.coordinators[0].proc.child.try_wait().unwrap(), None, "still running");
+    assert!(
+        mesh.coordinators[0].proc.log_text().contains("unreachable"),
+        "a clear error is logged:\n{}",
+        mesh.coordinators[0].proc.log_text()
+    );
+    mesh.etcd.start_again().expect("start etcd");
+    assert_eq!(mesh.leader(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn the_embedded_mode_with_a_data_dir_resumes_sessions_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("agentmesh-data-{}-{}", std::process::id(), now_ms()));
+    let opts = CoordinatorOpts {
+        extra: vec!["--data-dir".into(), dir.display().to_string()],
+        ..CoordinatorOpts::default()
+    };
+    let mut cluster = agentmesh_e2e::Cluster::start(opts.clone());
+    cluster.add_roles(&["supervisor", "backend", "security"], 1, &["--think-ms", "300"]);
+    let id = cluster.create("Design a payments ledger", &["backend", "security"], 0).id;
+    cluster.wait_session(&id, Duration::from_secs(30), "reviewing", |s| {
+        s.status == SessionStatus::Review as i32
+    });
+    let before = cluster.transcript(&id).entries.len();
+    cluster.coordinator.signal("KILL");
+    cluster.coordinator.wait_exit(Duration::from_secs(5));
+
+    let addr = cluster.addr.clone();
+    let fresh = agentmesh_e2e::Cluster::start_on(&addr, opts);
+    let _old = std::mem::replace(&mut cluster.coordinator, fresh.coordinator);
+    let session = cluster.wait_end(&id, Duration::from_secs(60));
+    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}", session.reason);
+    let transcript = cluster.transcript(&id);
+    assert!(transcript.entries.len() > before);
+    assert_transcript_sound(&transcript);
+    assert_no_duplicate_turns(&transcript);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+impl EtcdMesh {
+    fn create_with_roles(&self, task: &str, roles: &str) -> String {
+        let out = self.meshctl(&["run", task, "--roles", roles, "--detach"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("session "))
+            .expect("session id")
+            .trim()
+            .to_string()
+    }
+}
