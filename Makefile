@@ -3,7 +3,7 @@
 CARGO ?= cargo
 # What the tests need from Debian: etcd (a real one; cluster tests start their own) and
 # protoc (etcd-client's build script runs it).
-APT_PACKAGES := etcd-server protobuf-compiler
+APT_PACKAGES := etcd-server protobuf-compiler chromium chromium-driver
 
 # etcd-client's build script needs protoc. Use the system one when installed; otherwise
 # the binary the protoc-bin-vendored crate ships, so `make demo` needs no apt at all.

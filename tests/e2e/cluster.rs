@@ -48,7 +48,12 @@ impl EtcdMesh {
 
     fn add_coordinator(&mut self, id: &str) {
         let opts = CoordinatorOpts {
-            extra: vec!["--etcd".into(), self.etcd.endpoint(), "--id".into(), id.into()],
+            extra: vec![
+                "--etcd".into(),
+                self.etcd.endpoint(),
+                "--id".into(),
+                id.into(),
+            ],
             ..CoordinatorOpts::default()
         };
         let (proc, addr, http) = start_coordinator("127.0.0.1:0", &opts);
@@ -91,7 +96,11 @@ impl EtcdMesh {
                 leaders.len() <= 1,
                 "two coordinators claim to lead: {leaders:?}"
             );
-            assert!(start.elapsed() < timeout, "no leader after {timeout:?}\n{}", self.logs());
+            assert!(
+                start.elapsed() < timeout,
+                "no leader after {timeout:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -131,7 +140,12 @@ impl EtcdMesh {
             if workers.iter().filter(|w| w.connected && w.leased).count() == n {
                 return;
             }
-            assert!(start.elapsed() < timeout, "{} of {n} workers ready\n{}", workers.len(), self.logs());
+            assert!(
+                start.elapsed() < timeout,
+                "{} of {n} workers ready\n{}",
+                workers.len(),
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -161,7 +175,13 @@ impl EtcdMesh {
             .into_inner()
     }
 
-    fn wait_session(&self, id: &str, timeout: Duration, what: &str, pred: impl Fn(&v1::Session) -> bool) -> v1::Session {
+    fn wait_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&v1::Session) -> bool,
+    ) -> v1::Session {
         let start = Instant::now();
         loop {
             if let Some(s) = self.session(id)
@@ -169,14 +189,23 @@ impl EtcdMesh {
             {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "session {id} not {what} after {timeout:?}\n{}", self.logs());
+            assert!(
+                start.elapsed() < timeout,
+                "session {id} not {what} after {timeout:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn create(&self, task: &str) -> String {
         let out = self.meshctl(&["run", task, "--detach"]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .next()
@@ -189,10 +218,16 @@ impl EtcdMesh {
     fn logs(&self) -> String {
         let mut out = String::new();
         for (i, c) in self.coordinators.iter().enumerate() {
-            out.push_str(&format!("--- coordinator {i} ---\n{}", agentmesh_e2e::tail(&c.proc.log_text(), 30)));
+            out.push_str(&format!(
+                "--- coordinator {i} ---\n{}",
+                agentmesh_e2e::tail(&c.proc.log_text(), 30)
+            ));
         }
         for (id, w) in &self.workers {
-            out.push_str(&format!("--- {id} ---\n{}", agentmesh_e2e::tail(&w.log_text(), 8)));
+            out.push_str(&format!(
+                "--- {id} ---\n{}",
+                agentmesh_e2e::tail(&w.log_text(), 8)
+            ));
         }
         out
     }
@@ -224,8 +259,18 @@ fn one_coordinator_leads_and_a_standby_redirects_to_it() {
     let mut mesh = EtcdMesh::start(2);
     let leader = mesh.leader(Duration::from_secs(20));
     let standby = 1 - leader;
-    assert_eq!(http_get(&mesh.coordinators[standby].http, "/readyz").unwrap().0, 503);
-    assert_eq!(http_get(&mesh.coordinators[standby].http, "/healthz").unwrap().0, 200);
+    assert_eq!(
+        http_get(&mesh.coordinators[standby].http, "/readyz")
+            .unwrap()
+            .0,
+        503
+    );
+    assert_eq!(
+        http_get(&mesh.coordinators[standby].http, "/healthz")
+            .unwrap()
+            .0,
+        200
+    );
 
     let mut client = mesh.client(&mesh.coordinators[standby].url);
     let status = mesh
@@ -238,7 +283,10 @@ fn one_coordinator_leads_and_a_standby_redirects_to_it() {
         .get("x-agentmesh-leader")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    assert_eq!(named.as_deref(), Some(mesh.coordinators[leader].url.as_str()));
+    assert_eq!(
+        named.as_deref(),
+        Some(mesh.coordinators[leader].url.as_str())
+    );
 
     // Workers and meshctl find the leader through etcd by themselves.
     for role in ["supervisor", "backend"] {
@@ -246,7 +294,13 @@ fn one_coordinator_leads_and_a_standby_redirects_to_it() {
     }
     mesh.wait_workers(2, Duration::from_secs(30));
     let out = mesh.meshctl(&["run", "Design a payments ledger", "--roles", "backend"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stderr), mesh.logs());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mesh.logs()
+    );
     let workers = mesh.meshctl(&["workers", "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&workers.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
@@ -256,30 +310,49 @@ fn one_coordinator_leads_and_a_standby_redirects_to_it() {
 fn a_standby_takes_over_when_the_leader_is_killed_and_every_session_reaches_consensus() {
     let mut mesh = EtcdMesh::start(2);
     for role in ALL_ROLES {
-        mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "300", "--capacity", "8"]);
+        mesh.add_worker(
+            role,
+            &format!("{role}-1"),
+            &["--think-ms", "300", "--capacity", "8"],
+        );
     }
     mesh.wait_workers(ALL_ROLES.len(), Duration::from_secs(30));
     let ids: Vec<String> = (0..3)
         .map(|i| mesh.create(&format!("{} (tenant {i})", agentmesh_brain::DEMO_TASK)))
         .collect();
     for id in &ids {
-        mesh.wait_session(id, Duration::from_secs(30), "contributing", |s| s.round >= 1);
+        mesh.wait_session(id, Duration::from_secs(30), "contributing", |s| {
+            s.round >= 1
+        });
     }
     let leader = mesh.leader(Duration::from_secs(5));
     let killed_at = now_ms();
     mesh.coordinators[leader].proc.signal("KILL");
-    mesh.coordinators[leader].proc.wait_exit(Duration::from_secs(5));
+    mesh.coordinators[leader]
+        .proc
+        .wait_exit(Duration::from_secs(5));
 
     let standby = 1 - leader;
     assert_eq!(mesh.leader(Duration::from_secs(20)), standby);
     let mut first_after_kill = i64::MAX;
     for id in &ids {
-        let session = mesh.wait_session(id, Duration::from_secs(90), "ended", |s| is_terminal(s.status));
-        assert_eq!(session.status, SessionStatus::Consensus as i32, "{id}: {}", session.reason);
+        let session = mesh.wait_session(id, Duration::from_secs(90), "ended", |s| {
+            is_terminal(s.status)
+        });
+        assert_eq!(
+            session.status,
+            SessionStatus::Consensus as i32,
+            "{id}: {}",
+            session.reason
+        );
         let transcript = mesh.transcript(id);
         assert_transcript_sound(&transcript);
         assert_no_duplicate_turns(&transcript);
-        if let Some(e) = transcript.entries.iter().find(|e| e.timestamp_ms > killed_at) {
+        if let Some(e) = transcript
+            .entries
+            .iter()
+            .find(|e| e.timestamp_ms > killed_at)
+        {
             first_after_kill = first_after_kill.min(e.timestamp_ms);
         }
     }
@@ -295,9 +368,17 @@ fn a_standby_takes_over_when_the_leader_is_killed_and_every_session_reaches_cons
 fn a_frozen_worker_loses_its_lease_and_its_twin_takes_over() {
     let mut mesh = EtcdMesh::start(1);
     for role in ["supervisor", "backend"] {
-        mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "800", "--lease-ttl", "2"]);
+        mesh.add_worker(
+            role,
+            &format!("{role}-1"),
+            &["--think-ms", "800", "--lease-ttl", "2"],
+        );
     }
-    mesh.add_worker("backend", "backend-2", &["--think-ms", "800", "--lease-ttl", "2"]);
+    mesh.add_worker(
+        "backend",
+        "backend-2",
+        &["--think-ms", "800", "--lease-ttl", "2"],
+    );
     mesh.wait_workers(3, Duration::from_secs(30));
     let id = mesh.create_with_roles("Design a payments ledger", "backend");
     let session = mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| {
@@ -311,13 +392,24 @@ fn a_frozen_worker_loses_its_lease_and_its_twin_takes_over() {
         .expect("backend assigned");
     mesh.workers[&frozen].signal("STOP");
 
-    let session = mesh.wait_session(&id, Duration::from_secs(60), "ended", |s| is_terminal(s.status));
+    let session = mesh.wait_session(&id, Duration::from_secs(60), "ended", |s| {
+        is_terminal(s.status)
+    });
     mesh.workers[&frozen].signal("CONT");
-    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}", session.reason);
+    assert_eq!(
+        session.status,
+        SessionStatus::Consensus as i32,
+        "{}",
+        session.reason
+    );
     let transcript = mesh.transcript(&id);
     assert_transcript_sound(&transcript);
     assert!(
-        transcript.entries.iter().filter(|e| e.role == "backend").all(|e| e.worker_id != frozen),
+        transcript
+            .entries
+            .iter()
+            .filter(|e| e.role == "backend")
+            .all(|e| e.worker_id != frozen),
         "the frozen worker's turn went to its twin"
     );
 }
@@ -329,16 +421,39 @@ fn sessions_in_flight_survive_an_etcd_restart() {
         mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "400"]);
     }
     mesh.wait_workers(3, Duration::from_secs(30));
-    let out = mesh.meshctl(&["run", "Design a payments ledger", "--roles", "backend,security", "--detach"]);
-    let id = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().strip_prefix("session ").unwrap().trim().to_string();
-    mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| s.round >= 1);
+    let out = mesh.meshctl(&[
+        "run",
+        "Design a payments ledger",
+        "--roles",
+        "backend,security",
+        "--detach",
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("session ")
+        .unwrap()
+        .trim()
+        .to_string();
+    mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| {
+        s.round >= 1
+    });
 
     mesh.etcd.stop();
     std::thread::sleep(Duration::from_secs(2));
     mesh.etcd.start_again().expect("restart etcd");
 
-    let session = mesh.wait_session(&id, Duration::from_secs(90), "ended", |s| is_terminal(s.status));
-    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}\n{}", session.reason, mesh.logs());
+    let session = mesh.wait_session(&id, Duration::from_secs(90), "ended", |s| {
+        is_terminal(s.status)
+    });
+    assert_eq!(
+        session.status,
+        SessionStatus::Consensus as i32,
+        "{}\n{}",
+        session.reason,
+        mesh.logs()
+    );
     let transcript = mesh.transcript(&id);
     assert_transcript_sound(&transcript);
     assert_no_duplicate_turns(&transcript);
@@ -359,9 +474,17 @@ fn a_coordinator_waits_for_an_unreachable_etcd_then_leads() {
         ..CoordinatorOpts::default()
     };
     let (proc, addr, http) = start_coordinator("127.0.0.1:0", &opts);
-    mesh.coordinators.push(Coordinator { proc, url: format!("http://{addr}"), http: http.unwrap() });
+    mesh.coordinators.push(Coordinator {
+        proc,
+        url: format!("http://{addr}"),
+        http: http.unwrap(),
+    });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(mesh.coordinators[0].proc.child.try_wait().unwrap(), None, "still running");
+    assert_eq!(
+        mesh.coordinators[0].proc.child.try_wait().unwrap(),
+        None,
+        "still running"
+    );
     assert!(
         mesh.coordinators[0].proc.log_text().contains("unreachable"),
         "a clear error is logged:\n{}",
@@ -373,14 +496,24 @@ fn a_coordinator_waits_for_an_unreachable_etcd_then_leads() {
 
 #[test]
 fn the_embedded_mode_with_a_data_dir_resumes_sessions_after_a_restart() {
-    let dir = std::env::temp_dir().join(format!("agentmesh-data-{}-{}", std::process::id(), now_ms()));
+    let dir = std::env::temp_dir().join(format!(
+        "agentmesh-data-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
     let opts = CoordinatorOpts {
         extra: vec!["--data-dir".into(), dir.display().to_string()],
         ..CoordinatorOpts::default()
     };
     let mut cluster = agentmesh_e2e::Cluster::start(opts.clone());
-    cluster.add_roles(&["supervisor", "backend", "security"], 1, &["--think-ms", "300"]);
-    let id = cluster.create("Design a payments ledger", &["backend", "security"], 0).id;
+    cluster.add_roles(
+        &["supervisor", "backend", "security"],
+        1,
+        &["--think-ms", "300"],
+    );
+    let id = cluster
+        .create("Design a payments ledger", &["backend", "security"], 0)
+        .id;
     cluster.wait_session(&id, Duration::from_secs(30), "reviewing", |s| {
         s.status == SessionStatus::Review as i32
     });
@@ -392,7 +525,12 @@ fn the_embedded_mode_with_a_data_dir_resumes_sessions_after_a_restart() {
     let fresh = agentmesh_e2e::Cluster::start_on(&addr, opts);
     let _old = std::mem::replace(&mut cluster.coordinator, fresh.coordinator);
     let session = cluster.wait_end(&id, Duration::from_secs(60));
-    assert_eq!(session.status, SessionStatus::Consensus as i32, "{}", session.reason);
+    assert_eq!(
+        session.status,
+        SessionStatus::Consensus as i32,
+        "{}",
+        session.reason
+    );
     let transcript = cluster.transcript(&id);
     assert!(transcript.entries.len() > before);
     assert_transcript_sound(&transcript);
@@ -403,7 +541,12 @@ fn the_embedded_mode_with_a_data_dir_resumes_sessions_after_a_restart() {
 impl EtcdMesh {
     fn create_with_roles(&self, task: &str, roles: &str) -> String {
         let out = self.meshctl(&["run", task, "--roles", roles, "--detach"]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .next()

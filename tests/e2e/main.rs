@@ -13,6 +13,7 @@
 
 mod bad_input;
 mod cluster;
+mod dashboard;
 mod faults;
 mod negotiation;
 mod service;

@@ -11,6 +11,8 @@
 //!
 //! Every wait is bounded in time; nothing here touches an address other than 127.0.0.1.
 
+pub mod webdriver;
+
 use agentmesh_proto::v1::session_service_client::SessionServiceClient;
 use agentmesh_proto::v1::{self, SessionStatus};
 use std::collections::BTreeMap;
@@ -253,7 +255,10 @@ impl Cluster {
             let request = v1::GetSessionRequest {
                 session_id: id.to_string(),
             };
-            match self.rt.block_on(async move { client.get_session(request).await }) {
+            match self
+                .rt
+                .block_on(async move { client.get_session(request).await })
+            {
                 Ok(response) => return response.into_inner(),
                 Err(status)
                     if status.code() == tonic::Code::Unavailable

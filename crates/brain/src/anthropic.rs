@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
         assert_eq!(body["system"], "sys");
         assert_eq!(body["messages"][1]["role"], "assistant");
-        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "submit_review"}));
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": "submit_review"})
+        );
         assert_eq!(body["tools"][0]["input_schema"], verdict::schema());
         let text = api.body(&ModelRequest {
             review: false,

@@ -55,7 +55,12 @@ impl ExecApi {
         self.argv.join(" ")
     }
 
-    async fn run(&self, stdin: String, request: &ModelRequest, deadline: Instant) -> Result<Completion, BrainError> {
+    async fn run(
+        &self,
+        stdin: String,
+        request: &ModelRequest,
+        deadline: Instant,
+    ) -> Result<Completion, BrainError> {
         let mut command = Command::new(&self.argv[0]);
         command
             .args(&self.argv[1..])
@@ -70,7 +75,10 @@ impl ExecApi {
         })?;
         let pid = child.id().unwrap_or(0);
         // Kills the whole group if this future is dropped before the child is done.
-        let mut group = GroupGuard { pgid: pid as i32, armed: pid != 0 };
+        let mut group = GroupGuard {
+            pgid: pid as i32,
+            armed: pid != 0,
+        };
         let mut stdin_pipe = child.stdin.take();
         let mut stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
@@ -110,7 +118,12 @@ impl ExecApi {
                 )));
             }
         };
-        let out = out.map_err(|e| BrainError::Failed(format!("exec: reading the stdout of `{}`: {e}", self.shown())))?;
+        let out = out.map_err(|e| {
+            BrainError::Failed(format!(
+                "exec: reading the stdout of `{}`: {e}",
+                self.shown()
+            ))
+        })?;
         if out.len() > MAX_STDOUT {
             group.kill();
             let _ = child.kill().await;
@@ -120,7 +133,9 @@ impl ExecApi {
             )));
         }
         let status = match tokio::time::timeout_at(deadline, child.wait()).await {
-            Ok(status) => status.map_err(|e| BrainError::Failed(format!("exec: waiting for `{}`: {e}", self.shown())))?,
+            Ok(status) => status.map_err(|e| {
+                BrainError::Failed(format!("exec: waiting for `{}`: {e}", self.shown()))
+            })?,
             Err(_) => {
                 group.kill();
                 let _ = child.kill().await;
@@ -141,7 +156,11 @@ impl ExecApi {
             return Err(BrainError::Failed(format!(
                 "exec: `{}` {how}{}",
                 self.shown(),
-                if tail.is_empty() { String::new() } else { format!(": {tail}") }
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
             )));
         }
         Ok(Completion {

@@ -177,7 +177,9 @@ impl<A: ModelApi> ModelBrain<A> {
                 Ok(v) => Ok(verdict::reply(&v, &ctx)),
                 Err(why) => {
                     tracing::warn!(session = %ctx.session_id, role = %ctx.role, %why, "invalid verdict; asking again");
-                    request.messages.push((Speaker::Assistant, non_empty(first.as_text())));
+                    request
+                        .messages
+                        .push((Speaker::Assistant, non_empty(first.as_text())));
                     request.messages.push((
                         Speaker::User,
                         verdict::feedback(&why, channel == ReviewChannel::Tool),

@@ -111,9 +111,7 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
     let choice = body
         .pointer("/choices/0")
         .ok_or("the response has no choices[0]")?;
-    let message = choice
-        .get("message")
-        .ok_or("choices[0] has no message")?;
+    let message = choice.get("message").ok_or("choices[0] has no message")?;
     let mut text = match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -167,7 +165,10 @@ impl ModelApi for OpenAiApi {
         if let Some(key) = &self.config.api_key {
             headers.push(("authorization", format!("Bearer {}", key.expose())));
         }
-        let url = format!("{}/chat/completions", self.config.base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
         let response = Post {
             client: &self.client,
             api: "openai",
@@ -215,8 +216,14 @@ mod tests {
         config.max_tokens = Some(64);
         let api = OpenAiApi::new(config.clone()).unwrap();
         let text = api.body(&request(false));
-        assert_eq!(text["messages"][0], json!({"role": "system", "content": "sys"}));
-        assert_eq!(text["messages"][1], json!({"role": "user", "content": "hi"}));
+        assert_eq!(
+            text["messages"][0],
+            json!({"role": "system", "content": "sys"})
+        );
+        assert_eq!(
+            text["messages"][1],
+            json!({"role": "user", "content": "hi"})
+        );
         assert_eq!(text["max_tokens"], 64);
         assert_eq!(text["temperature"], 0.5);
         assert!(text.get("response_format").is_none());

@@ -61,11 +61,7 @@ pub struct PersonaError {
 
 impl fmt::Display for PersonaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "persona {}:{}: {}",
-            self.file, self.line, self.message
-        )
+        write!(f, "persona {}:{}: {}", self.file, self.line, self.message)
     }
 }
 
@@ -73,7 +69,10 @@ impl std::error::Error for PersonaError {}
 
 /// The default personas, compiled in from the repository's `personas/` directory.
 const BUILT_IN: [(&str, &str); 7] = [
-    ("supervisor", include_str!("../../../personas/supervisor.md")),
+    (
+        "supervisor",
+        include_str!("../../../personas/supervisor.md"),
+    ),
     ("backend", include_str!("../../../personas/backend.md")),
     ("frontend", include_str!("../../../personas/frontend.md")),
     ("security", include_str!("../../../personas/security.md")),
@@ -299,10 +298,7 @@ impl<'a> Parser<'a> {
                 ));
             }
             let Some((key, rest)) = trimmed.split_once(':') else {
-                return Err(self.err(
-                    line_no,
-                    format!("expected `key: value`, found {trimmed:?}"),
-                ));
+                return Err(self.err(line_no, format!("expected `key: value`, found {trimmed:?}")));
             };
             let key = key.trim();
             if key.is_empty()
@@ -487,8 +483,10 @@ mod tests {
         assert_eq!(err.line, 2);
         assert!(err.message.contains("`name`"), "{err}");
 
-        let p = parse("---\nname: sec-bot\nrole: security\ndescription: d\ntools: Read, Grep\n---\nbody")
-            .unwrap();
+        let p = parse(
+            "---\nname: sec-bot\nrole: security\ndescription: d\ntools: Read, Grep\n---\nbody",
+        )
+        .unwrap();
         assert_eq!(p.mesh_role(), Some("security"));
         assert_eq!(p.allowed_tools, ["Read", "Grep"]);
 
@@ -508,10 +506,26 @@ mod tests {
             ("You are a bot.\n", 1, "front matter"),
             ("---\ndescription: d\nbody\n", 1, "never closed"),
             ("---\nname: x\n---\nbody", 1, "no `description:`"),
-            ("---\ndescription: d\nthis line has no colon\n---\nbody", 3, "expected `key: value`"),
-            ("---\ndescription: d\ndescription: e\n---\nbody", 3, "given twice"),
-            ("---\ndescription: d\nrole: Not A Role\n---\nbody", 3, "`role`"),
-            ("---\ndescription: d\ntools: [a, b\n---\nbody", 3, "missing its `]`"),
+            (
+                "---\ndescription: d\nthis line has no colon\n---\nbody",
+                3,
+                "expected `key: value`",
+            ),
+            (
+                "---\ndescription: d\ndescription: e\n---\nbody",
+                3,
+                "given twice",
+            ),
+            (
+                "---\ndescription: d\nrole: Not A Role\n---\nbody",
+                3,
+                "`role`",
+            ),
+            (
+                "---\ndescription: d\ntools: [a, b\n---\nbody",
+                3,
+                "missing its `]`",
+            ),
             ("---\ndescription: \"open\n---\nbody", 2, "unterminated"),
             ("---\ndescription: d\n---\n\n  \n", 3, "no body"),
         ];
@@ -526,7 +540,10 @@ mod tests {
             );
         }
         let err = parse("---\ndescription:\n---\nbody").unwrap_err();
-        assert_eq!((err.line, err.message.as_str()), (2, "`description` is empty"));
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (2, "`description` is empty")
+        );
         let err = parse("---\ndescription: d\n  indented: x\n---\nbody").unwrap_err();
         assert_eq!(err.line, 3);
         let err = parse("---\n- item\ndescription: d\n---\nbody").unwrap_err();
@@ -554,7 +571,10 @@ mod tests {
             assert_eq!(p.mesh_role(), Some(role));
             assert!(!p.description.is_empty());
             for phase in ["FRAMING", "CONTRIBUTE", "SYNTHESIZE", "REVIEW"] {
-                assert!(p.body.contains(phase), "{role} persona never mentions {phase}");
+                assert!(
+                    p.body.contains(phase),
+                    "{role} persona never mentions {phase}"
+                );
             }
         }
         assert_eq!(Persona::built_in_roles().count(), 7);

@@ -315,11 +315,13 @@ fn instruction_text(instruction: Instruction, ctx: &TurnContext, review: ReviewC
         .map(|o| one_line(&o.concern))
         .collect();
     match instruction {
-        Instruction::Frame => "Write the FRAMEWORK for this task: the goal in one sentence, the hard \
+        Instruction::Frame => {
+            "Write the FRAMEWORK for this task: the goal in one sentence, the hard \
              constraints, what is out of scope, a numbered deliverable outline (the sections \
              every proposal must have), and what you need from each specialist. Markdown. \
              Reply with the framework text only."
-            .to_string(),
+                .to_string()
+        }
         Instruction::Contribute if ctx.round <= 1 => format!(
             "Write your ANALYSIS as {}: the risks and requirements your domain sees in this \
              task, each requirement as one concrete sentence the proposal should contain. \
@@ -435,7 +437,14 @@ mod tests {
     use super::*;
     use agentmesh_core::Verdict;
 
-    fn entry(seq: u64, round: u32, phase: Phase, role: &str, ty: EntryType, content: &str) -> Entry {
+    fn entry(
+        seq: u64,
+        round: u32,
+        phase: Phase,
+        role: &str,
+        ty: EntryType,
+        content: &str,
+    ) -> Entry {
         Entry {
             seq,
             round,
@@ -499,8 +508,16 @@ mod tests {
         t.push(p);
         for (role, verdict, concerns) in [
             ("supervisor", Verdict::Approve, vec![]),
-            ("backend", Verdict::Object, vec!["OBJ-BACKEND needs idempotency keys"]),
-            ("security", Verdict::Object, vec!["OBJ-SECURITY scope queries by tenant"]),
+            (
+                "backend",
+                Verdict::Object,
+                vec!["OBJ-BACKEND needs idempotency keys"],
+            ),
+            (
+                "security",
+                Verdict::Object,
+                vec!["OBJ-SECURITY scope queries by tenant"],
+            ),
         ] {
             let seq = t.len() as u64 + 1;
             let mut r = entry(seq, 1, Phase::Review, role, EntryType::Review, "review");
@@ -527,7 +544,12 @@ mod tests {
     #[test]
     fn a_roomy_budget_keeps_everything() {
         let c = ctx(3, 100);
-        let p = build(&persona(), &c, Budget::tokens(10_000), ReviewChannel::JsonReply);
+        let p = build(
+            &persona(),
+            &c,
+            Budget::tokens(10_000),
+            ReviewChannel::JsonReply,
+        );
         assert_eq!(p.instruction, Instruction::Contribute);
         assert!(p.system.starts_with("You are the security engineer."));
         for needle in [
@@ -555,10 +577,20 @@ mod tests {
     #[test]
     fn a_tight_budget_drops_the_oldest_entries_first() {
         let c = ctx(6, 400);
-        let full = build(&persona(), &c, Budget::chars(1_000_000), ReviewChannel::JsonReply);
+        let full = build(
+            &persona(),
+            &c,
+            Budget::chars(1_000_000),
+            ReviewChannel::JsonReply,
+        );
         // Room for the fixed parts, the objections and about two analyses.
         let budget = full.chars() - 4 * 420;
-        let p = build(&persona(), &c, Budget::chars(budget), ReviewChannel::JsonReply);
+        let p = build(
+            &persona(),
+            &c,
+            Budget::chars(budget),
+            ReviewChannel::JsonReply,
+        );
         assert!(p.chars() <= budget, "{} > {budget}", p.chars());
         assert!(p.dropped_entries >= 3, "{}", p.dropped_entries);
         // Newest kept, oldest gone.
@@ -567,7 +599,13 @@ mod tests {
         assert!(!p.user.contains("ANALYSIS-1"));
         assert!(p.user.contains("earlier entries omitted"));
         // Never dropped: framework, proposal, objections (room enough), instruction.
-        for needle in ["FRAMEWORK-TEXT", "PROPOSAL-TEXT", "OBJ-BACKEND", "OBJ-SECURITY", "# Your turn"] {
+        for needle in [
+            "FRAMEWORK-TEXT",
+            "PROPOSAL-TEXT",
+            "OBJ-BACKEND",
+            "OBJ-SECURITY",
+            "# Your turn",
+        ] {
             assert!(p.user.contains(needle), "missing {needle}");
         }
         // The review round entries are newer than the analyses, so they survive.
@@ -579,7 +617,12 @@ mod tests {
         let c = ctx(4, 300);
         let p = build(&persona(), &c, Budget::chars(10), ReviewChannel::JsonReply);
         assert!(p.over_budget);
-        for needle in ["TASK-TEXT", "FRAMEWORK-TEXT", "PROPOSAL-TEXT", "# Your turn"] {
+        for needle in [
+            "TASK-TEXT",
+            "FRAMEWORK-TEXT",
+            "PROPOSAL-TEXT",
+            "# Your turn",
+        ] {
             assert!(p.user.contains(needle), "missing {needle}");
         }
         assert!(!p.user.contains("ANALYSIS-"));
@@ -591,10 +634,20 @@ mod tests {
     #[test]
     fn objections_go_after_entries_and_the_newest_entry_is_cut_not_lost() {
         let c = ctx(1, 3_000);
-        let full = build(&persona(), &c, Budget::chars(1_000_000), ReviewChannel::JsonReply);
+        let full = build(
+            &persona(),
+            &c,
+            Budget::chars(1_000_000),
+            ReviewChannel::JsonReply,
+        );
         // Only the analysis (3000+ chars) is too long; the newer review entries fit.
         let budget = full.chars() - 1_000;
-        let p = build(&persona(), &c, Budget::chars(budget), ReviewChannel::JsonReply);
+        let p = build(
+            &persona(),
+            &c,
+            Budget::chars(budget),
+            ReviewChannel::JsonReply,
+        );
         assert!(p.chars() <= budget, "{} > {budget}", p.chars());
         assert!(p.user.contains("ANALYSIS-0"), "cut, not dropped");
         assert!(p.user.contains("[... cut for length]"));
@@ -611,7 +664,12 @@ mod tests {
         assert_eq!(Instruction::for_turn(&c), Instruction::Frame);
         c.phase = Phase::Synthesize;
         c.round = 2;
-        let p = build(&persona(), &c, Budget::tokens(4000), ReviewChannel::JsonReply);
+        let p = build(
+            &persona(),
+            &c,
+            Budget::tokens(4000),
+            ReviewChannel::JsonReply,
+        );
         assert_eq!(p.instruction, Instruction::Synthesize);
         assert!(p.user.contains("Write proposal version 2"));
         c.phase = Phase::Contribute;
@@ -632,7 +690,12 @@ mod tests {
             "Which token issuer do we trust?",
         ));
         c.round = 2;
-        let p = build(&persona(), &c, Budget::tokens(4000), ReviewChannel::JsonReply);
+        let p = build(
+            &persona(),
+            &c,
+            Budget::tokens(4000),
+            ReviewChannel::JsonReply,
+        );
         assert_eq!(p.instruction, Instruction::Answer);
         assert!(p.user.contains("backend asked: Which token issuer"));
         assert_eq!(Instruction::Answer.entry_type(2), EntryType::Answer);
@@ -641,7 +704,12 @@ mod tests {
         let proposal = c.current_proposal().unwrap().clone();
         c.proposal_version = proposal.proposal_version;
         c.proposal_hash = proposal.proposal_hash;
-        let json = build(&persona(), &c, Budget::tokens(4000), ReviewChannel::JsonReply);
+        let json = build(
+            &persona(),
+            &c,
+            Budget::tokens(4000),
+            ReviewChannel::JsonReply,
+        );
         assert_eq!(json.instruction, Instruction::Review);
         assert!(json.user.contains("Reply with only a JSON object"));
         let tool = build(&persona(), &c, Budget::tokens(4000), ReviewChannel::Tool);

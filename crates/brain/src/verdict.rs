@@ -68,10 +68,7 @@ pub fn validate(value: &Value) -> Result<ReviewVerdict, String> {
             }
         },
         Some(other) => {
-            return Err(format!(
-                "\"verdict\" must be a string, got {}",
-                kind(other)
-            ));
+            return Err(format!("\"verdict\" must be a string, got {}", kind(other)));
         }
     };
     let concerns = match object.get("concerns") {
@@ -99,10 +96,7 @@ pub fn validate(value: &Value) -> Result<ReviewVerdict, String> {
         None => return Err("the verdict object has no \"summary\" field".into()),
         Some(Value::String(s)) => s.trim().to_string(),
         Some(other) => {
-            return Err(format!(
-                "\"summary\" must be a string, got {}",
-                kind(other)
-            ));
+            return Err(format!("\"summary\" must be a string, got {}", kind(other)));
         }
     };
     if concerns.len() > MAX_CONCERNS {
@@ -120,9 +114,9 @@ pub fn validate(value: &Value) -> Result<ReviewVerdict, String> {
         ));
     }
     match verdict {
-        Verdict::Object if concerns.is_empty() => Err(
-            "an OBJECT verdict must list at least one concrete concern".into(),
-        ),
+        Verdict::Object if concerns.is_empty() => {
+            Err("an OBJECT verdict must list at least one concrete concern".into())
+        }
         Verdict::Approve if !concerns.is_empty() => Err(format!(
             "an APPROVE verdict must have an empty concerns list, but it has {}: OBJECT with \
              them, or APPROVE without them",
@@ -265,7 +259,9 @@ mod tests {
         let a = ok(json!({"verdict": "APPROVE", "concerns": [], "summary": " fine "}));
         assert_eq!(a.verdict, Verdict::Approve);
         assert_eq!(a.summary, "fine");
-        let o = ok(json!({"verdict": "object", "concerns": ["add mTLS", "  "], "summary": "", "extra": 1}));
+        let o = ok(
+            json!({"verdict": "object", "concerns": ["add mTLS", "  "], "summary": "", "extra": 1}),
+        );
         assert_eq!(o.verdict, Verdict::Object);
         assert_eq!(o.concerns, ["add mTLS"], "blank concerns are dropped");
         // An approval whose only concerns are blank is still a clean approval.
@@ -277,14 +273,38 @@ mod tests {
         let cases = [
             (json!([1]), "must be a JSON object"),
             (json!({"concerns": [], "summary": ""}), "no \"verdict\""),
-            (json!({"verdict": "LGTM", "concerns": [], "summary": ""}), "\"LGTM\""),
-            (json!({"verdict": true, "concerns": [], "summary": ""}), "must be a string"),
-            (json!({"verdict": "OBJECT", "summary": ""}), "no \"concerns\""),
-            (json!({"verdict": "OBJECT", "concerns": "x", "summary": ""}), "array of strings"),
-            (json!({"verdict": "OBJECT", "concerns": [3], "summary": ""}), "concerns[0]"),
-            (json!({"verdict": "OBJECT", "concerns": ["a"]}), "no \"summary\""),
-            (json!({"verdict": "OBJECT", "concerns": [], "summary": "bad"}), "at least one"),
-            (json!({"verdict": "APPROVE", "concerns": ["but"], "summary": ""}), "empty concerns"),
+            (
+                json!({"verdict": "LGTM", "concerns": [], "summary": ""}),
+                "\"LGTM\"",
+            ),
+            (
+                json!({"verdict": true, "concerns": [], "summary": ""}),
+                "must be a string",
+            ),
+            (
+                json!({"verdict": "OBJECT", "summary": ""}),
+                "no \"concerns\"",
+            ),
+            (
+                json!({"verdict": "OBJECT", "concerns": "x", "summary": ""}),
+                "array of strings",
+            ),
+            (
+                json!({"verdict": "OBJECT", "concerns": [3], "summary": ""}),
+                "concerns[0]",
+            ),
+            (
+                json!({"verdict": "OBJECT", "concerns": ["a"]}),
+                "no \"summary\"",
+            ),
+            (
+                json!({"verdict": "OBJECT", "concerns": [], "summary": "bad"}),
+                "at least one",
+            ),
+            (
+                json!({"verdict": "APPROVE", "concerns": ["but"], "summary": ""}),
+                "empty concerns",
+            ),
             (
                 json!({"verdict": "OBJECT", "concerns": vec!["c"; 21], "summary": ""}),
                 "more than the 20",

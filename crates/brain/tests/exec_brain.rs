@@ -73,7 +73,13 @@ async fn text_turns_get_the_prompt_on_stdin_and_the_turn_in_the_environment() {
     assert!(stdin.contains("Design a URL shortener."));
     assert!(stdin.contains("# Your turn: CONTRIBUTE"));
     let env = std::fs::read_to_string(&env).unwrap();
-    for line in ["MESH_ROLE=backend", "MESH_PHASE=CONTRIBUTE", "MESH_ROUND=1", "MESH_TURN=contribute", "MESH_SESSION_ID=s-1"] {
+    for line in [
+        "MESH_ROLE=backend",
+        "MESH_PHASE=CONTRIBUTE",
+        "MESH_ROUND=1",
+        "MESH_TURN=contribute",
+        "MESH_SESSION_ID=s-1",
+    ] {
         assert!(env.lines().any(|l| l == line), "missing {line} in\n{env}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -88,7 +94,10 @@ async fn review_turns_read_a_json_verdict_from_stdout() {
         "sh -c 'cat >/dev/null; test \"$MESH_PROPOSAL_HASH\" = {hash} && test -n \"$MESH_REVIEW_SCHEMA\" && \
          echo \"{{\\\"verdict\\\": \\\"OBJECT\\\", \\\"concerns\\\": [\\\"Use 429 for quota.\\\"], \\\"summary\\\": \\\"one gap\\\"}}\"'"
     );
-    let reply = brain(&command, Duration::from_secs(10)).think(ctx).await.unwrap();
+    let reply = brain(&command, Duration::from_secs(10))
+        .think(ctx)
+        .await
+        .unwrap();
     assert_eq!(reply.verdict, Some(Verdict::Object));
     assert_eq!(reply.concerns, ["Use 429 for quota."]);
     assert_eq!(reply.proposal_hash, hash);
@@ -99,7 +108,11 @@ async fn review_turns_read_a_json_verdict_from_stdout() {
         .await
         .unwrap();
     assert_eq!(reply.verdict, Some(Verdict::Invalid));
-    assert!(reply.concerns[0].contains("not a JSON verdict"), "{:?}", reply.concerns);
+    assert!(
+        reply.concerns[0].contains("not a JSON verdict"),
+        "{:?}",
+        reply.concerns
+    );
 
     // Prose first, then JSON once told what was wrong (the feedback arrives on stdin).
     let command = "sh -c 'if grep -q \"could not be accepted\"; then echo \"{\\\"verdict\\\":\\\"APPROVE\\\",\\\"concerns\\\":[],\\\"summary\\\":\\\"ok\\\"}\"; else echo LGTM; fi'";
@@ -145,10 +158,16 @@ async fn a_timeout_kills_the_child() {
         Err(BrainError::Failed(why)) => why,
         other => panic!("{other:?}"),
     };
-    assert!(why.contains("did not finish within the turn timeout"), "{why}");
+    assert!(
+        why.contains("did not finish within the turn timeout"),
+        "{why}"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     let pid = pid_in(&why);
-    assert!(!alive(pid), "sleep (pid {pid}) still runs after the timeout");
+    assert!(
+        !alive(pid),
+        "sleep (pid {pid}) still runs after the timeout"
+    );
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "pid {pid} was killed but not reaped"
@@ -186,9 +205,14 @@ async fn an_abandoned_turn_kills_its_child() {
     let pidfile = dir.join("pid");
     let command = format!("sh -c 'echo $$ > {}; exec sleep 30'", pidfile.display());
     let b = brain(&command, Duration::from_secs(60));
-    let outcome = tokio::time::timeout(Duration::from_millis(700), b.think(contribute("backend"))).await;
+    let outcome =
+        tokio::time::timeout(Duration::from_millis(700), b.think(contribute("backend"))).await;
     assert!(outcome.is_err(), "the outer timeout fired first");
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
     while alive(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -44,7 +44,12 @@ fn brain(flavor: Flavor, url: &str, timeout: Duration) -> Box<dyn Brain> {
     brain_with(flavor, url, timeout, ResponseFormat::JsonSchema)
 }
 
-fn brain_with(flavor: Flavor, url: &str, timeout: Duration, format: ResponseFormat) -> Box<dyn Brain> {
+fn brain_with(
+    flavor: Flavor,
+    url: &str,
+    timeout: Duration,
+    format: ResponseFormat,
+) -> Box<dyn Brain> {
     let key = Some(ApiKey::new(KEY).unwrap());
     match flavor {
         Flavor::OpenAi => {
@@ -128,7 +133,12 @@ fn failed(result: Result<agentmesh_core::Reply, BrainError>) -> String {
 async fn success_text_and_review_turns_record_tokens_and_send_the_key() {
     for flavor in BOTH {
         let server = MockServer::start(vec![
-            text(flavor, "## Analysis\nRate-limit link creation.", false, (120, 30)),
+            text(
+                flavor,
+                "## Analysis\nRate-limit link creation.",
+                false,
+                (120, 30),
+            ),
             verdict(
                 flavor,
                 &json!({"verdict": "APPROVE", "concerns": [], "summary": "Settles my points."}),
@@ -159,21 +169,35 @@ async fn success_text_and_review_turns_record_tokens_and_send_the_key() {
         let (first, second) = (&requests[0], &requests[1]);
         match flavor {
             Flavor::OpenAi => {
-                assert_eq!(first.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+                assert_eq!(
+                    first.header("authorization"),
+                    Some(format!("Bearer {KEY}").as_str())
+                );
                 assert_eq!(first.body["model"], "gpt-test");
                 assert_eq!(first.body["messages"][0]["role"], "system");
                 let system = first.body["messages"][0]["content"].as_str().unwrap();
-                assert!(system.contains("security engineer"), "persona is the system prompt");
+                assert!(
+                    system.contains("security engineer"),
+                    "persona is the system prompt"
+                );
                 let user = first.body["messages"][1]["content"].as_str().unwrap();
                 assert!(user.contains("Design a URL shortener."));
-                assert!(user.contains("Goal: a URL shortener."), "framework in the prompt");
+                assert!(
+                    user.contains("Goal: a URL shortener."),
+                    "framework in the prompt"
+                );
                 assert!(first.body.get("response_format").is_none());
                 assert_eq!(second.body["response_format"]["type"], "json_schema");
             }
             Flavor::Anthropic => {
                 assert_eq!(first.header("x-api-key"), Some(KEY));
                 assert_eq!(first.header("anthropic-version"), Some("2023-06-01"));
-                assert!(first.body["system"].as_str().unwrap().contains("security engineer"));
+                assert!(
+                    first.body["system"]
+                        .as_str()
+                        .unwrap()
+                        .contains("security engineer")
+                );
                 assert_eq!(first.body["max_tokens"], 256);
                 assert!(first.body.get("tool_choice").is_none());
                 assert_eq!(
@@ -181,7 +205,10 @@ async fn success_text_and_review_turns_record_tokens_and_send_the_key() {
                     json!({"type": "tool", "name": "submit_review"})
                 );
                 let user = second.body["messages"][0]["content"].as_str().unwrap();
-                assert!(user.contains("# Proposal v1"), "the proposal under review is in the prompt");
+                assert!(
+                    user.contains("# Proposal v1"),
+                    "the proposal under review is in the prompt"
+                );
             }
         }
     }
@@ -191,7 +218,8 @@ async fn success_text_and_review_turns_record_tokens_and_send_the_key() {
 async fn rate_limited_then_success_honours_retry_after() {
     for flavor in BOTH {
         let server = MockServer::start(vec![
-            Step::json(429, &json!({"error": {"message": "slow down"}})).with_header("retry-after", "1"),
+            Step::json(429, &json!({"error": {"message": "slow down"}}))
+                .with_header("retry-after", "1"),
             text(flavor, "fine now", false, (5, 2)),
         ])
         .await;
@@ -202,7 +230,10 @@ async fn rate_limited_then_success_honours_retry_after() {
         let requests = server.requests();
         assert_eq!(requests.len(), 2, "{flavor:?}");
         let gap = requests[1].at - requests[0].at;
-        assert!(gap >= Duration::from_millis(950), "{flavor:?}: retried after {gap:?}, not Retry-After");
+        assert!(
+            gap >= Duration::from_millis(950),
+            "{flavor:?}: retried after {gap:?}, not Retry-After"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
@@ -217,7 +248,10 @@ async fn server_errors_are_retried_with_backoff_then_give_up() {
         .await;
         let brain = brain(flavor, &server.url, Duration::from_secs(10));
         let why = failed(brain.think(contribute("security")).await);
-        assert!(why.contains("HTTP 500") && why.contains("overloaded"), "{why}");
+        assert!(
+            why.contains("HTTP 500") && why.contains("overloaded"),
+            "{why}"
+        );
         assert!(why.contains("gave up after 4 attempts"), "{why}");
         let requests = server.requests();
         assert_eq!(requests.len(), 4, "1 call + 3 retries");
@@ -287,15 +321,32 @@ async fn malformed_json_fails_the_turn() {
 async fn truncated_replies_are_marked_and_truncated_verdicts_are_invalid() {
     for flavor in BOTH {
         // A text turn keeps what arrived, marked as cut.
-        let server = MockServer::start(vec![text(flavor, "The first half of", true, (50, 256))]).await;
+        let server =
+            MockServer::start(vec![text(flavor, "The first half of", true, (50, 256))]).await;
         let reply = brain_reply(flavor, &server).await;
         assert!(reply.content.starts_with("The first half of"));
-        assert!(reply.content.ends_with("[reply cut at the max-tokens limit]"), "{}", reply.content);
+        assert!(
+            reply
+                .content
+                .ends_with("[reply cut at the max-tokens limit]"),
+            "{}",
+            reply.content
+        );
 
         // A review cut mid-JSON is asked again, then recorded INVALID: never an approval.
         let cut = match flavor {
-            Flavor::OpenAi => text(flavor, "{\"verdict\": \"APPROVE\", \"concerns\": [", true, (80, 256)),
-            Flavor::Anthropic => text(flavor, "Let me think about the proposal in detail", true, (80, 256)),
+            Flavor::OpenAi => text(
+                flavor,
+                "{\"verdict\": \"APPROVE\", \"concerns\": [",
+                true,
+                (80, 256),
+            ),
+            Flavor::Anthropic => text(
+                flavor,
+                "Let me think about the proposal in detail",
+                true,
+                (80, 256),
+            ),
         };
         let server = MockServer::start(vec![cut]).await;
         let reply = brain(flavor, &server.url, Duration::from_secs(10))
@@ -304,8 +355,16 @@ async fn truncated_replies_are_marked_and_truncated_verdicts_are_invalid() {
             .unwrap();
         assert_eq!(reply.verdict, Some(Verdict::Invalid), "{flavor:?}");
         assert_eq!(reply.concerns.len(), 1);
-        assert!(reply.concerns[0].contains("cut off at the max-tokens limit"), "{:?}", reply.concerns);
-        assert_eq!(server.requests().len(), 2, "one retry with the error fed back");
+        assert!(
+            reply.concerns[0].contains("cut off at the max-tokens limit"),
+            "{:?}",
+            reply.concerns
+        );
+        assert_eq!(
+            server.requests().len(),
+            2,
+            "one retry with the error fed back"
+        );
         assert_eq!((reply.prompt_tokens, reply.completion_tokens), (160, 512));
     }
 }
@@ -328,7 +387,11 @@ async fn an_invalid_verdict_is_retried_once_with_the_error_fed_back() {
             .unwrap();
         assert_eq!(reply.verdict, Some(Verdict::Object));
         assert_eq!(reply.concerns, ["Hash link tokens at rest."]);
-        assert_eq!((reply.prompt_tokens, reply.completion_tokens), (230, 25), "both calls counted");
+        assert_eq!(
+            (reply.prompt_tokens, reply.completion_tokens),
+            (230, 25),
+            "both calls counted"
+        );
         let requests = server.requests();
         assert_eq!(requests.len(), 2);
         let messages = requests[1].body["messages"].as_array().unwrap().clone();
@@ -336,7 +399,8 @@ async fn an_invalid_verdict_is_retried_once_with_the_error_fed_back() {
         assert_eq!(last["role"], "user");
         let feedback = last["content"].as_str().unwrap();
         assert!(
-            feedback.contains("could not be accepted") && feedback.contains("at least one concrete concern"),
+            feedback.contains("could not be accepted")
+                && feedback.contains("at least one concrete concern"),
             "{feedback}"
         );
         let previous = &messages[messages.len() - 2];
@@ -354,26 +418,46 @@ async fn an_invalid_verdict_is_retried_once_with_the_error_fed_back() {
             .think(review("security"))
             .await
             .unwrap();
-        assert_eq!(reply.verdict, Some(Verdict::Invalid), "an ambiguous approval is not an approval");
-        assert!(reply.concerns[0].contains("empty concerns list"), "{:?}", reply.concerns);
+        assert_eq!(
+            reply.verdict,
+            Some(Verdict::Invalid),
+            "an ambiguous approval is not an approval"
+        );
+        assert!(
+            reply.concerns[0].contains("empty concerns list"),
+            "{:?}",
+            reply.concerns
+        );
     }
 }
 
 #[tokio::test]
 async fn openai_json_object_fallback_and_anthropic_text_fallback() {
     let v = json!({"verdict": "APPROVE", "concerns": [], "summary": "ok"});
-    let server = MockServer::start(vec![text(Flavor::OpenAi, &format!("```json\n{v}\n```"), false, (1, 1))]).await;
-    let reply = brain_with(Flavor::OpenAi, &server.url, Duration::from_secs(10), ResponseFormat::JsonObject)
-        .think(review("security"))
-        .await
-        .unwrap();
+    let server = MockServer::start(vec![text(
+        Flavor::OpenAi,
+        &format!("```json\n{v}\n```"),
+        false,
+        (1, 1),
+    )])
+    .await;
+    let reply = brain_with(
+        Flavor::OpenAi,
+        &server.url,
+        Duration::from_secs(10),
+        ResponseFormat::JsonObject,
+    )
+    .think(review("security"))
+    .await
+    .unwrap();
     assert_eq!(reply.verdict, Some(Verdict::Approve));
     assert_eq!(
         server.requests()[0].body["response_format"],
         json!({"type": "json_object"})
     );
     // A Messages server that ignores the forced tool but answers with JSON text.
-    let server = MockServer::start(vec![text(Flavor::Anthropic, &v.to_string(), false, (1, 1))]).await;
+    let server =
+        MockServer::start(vec![text(Flavor::Anthropic, &v.to_string(), false, (1, 1))]).await;
     let reply = brain(Flavor::Anthropic, &server.url, Duration::from_secs(10))
         .think(review("security"))
         .await
@@ -397,7 +481,10 @@ async fn a_call_that_outlives_the_turn_timeout_fails_within_the_bound() {
         );
         let took = started.elapsed();
         assert!(why.contains("timed out"), "{flavor:?}: {why}");
-        assert!(took >= Duration::from_millis(750) && took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(750) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
         assert_eq!(server.requests().len(), 1, "a timeout is not retried");
     }
 }
@@ -412,7 +499,10 @@ async fn connection_errors_are_retried_then_fail() {
                 .think(contribute("security"))
                 .await,
         );
-        assert!(why.contains("gave up after 4 attempts") && why.contains("connection failed"), "{why}");
+        assert!(
+            why.contains("gave up after 4 attempts") && why.contains("connection failed"),
+            "{why}"
+        );
         assert_eq!(server.requests().len(), 4);
 
         // Nobody listening at all.
@@ -450,7 +540,14 @@ async fn the_api_key_never_shows_in_errors_or_debug_output() {
     }
     let mut c = OpenAiConfig::new("m");
     c.api_key = Some(ApiKey::new(KEY).unwrap());
-    let shown = format!("{:?}", ModelBrain::new(OpenAiApi::new(c).unwrap(), Persona::for_role("backend"), TurnSettings::default()));
+    let shown = format!(
+        "{:?}",
+        ModelBrain::new(
+            OpenAiApi::new(c).unwrap(),
+            Persona::for_role("backend"),
+            TurnSettings::default()
+        )
+    );
     assert!(!shown.contains(KEY), "{shown}");
     let mut c = AnthropicConfig::new("m");
     c.api_key = Some(ApiKey::new(KEY).unwrap());
@@ -464,9 +561,15 @@ async fn turns_the_context_cannot_support_fail_without_a_call() {
     let brain = brain(Flavor::OpenAi, &server.url, Duration::from_secs(5));
     let mut ctx = review("security");
     ctx.proposal_hash = "0".repeat(64);
-    assert!(matches!(brain.think(ctx).await, Err(BrainError::BadContext(_))));
+    assert!(matches!(
+        brain.think(ctx).await,
+        Err(BrainError::BadContext(_))
+    ));
     let mut ctx = contribute("security");
     ctx.phase = agentmesh_core::Phase::Synthesize;
-    assert!(matches!(brain.think(ctx).await, Err(BrainError::BadContext(_))));
+    assert!(matches!(
+        brain.think(ctx).await,
+        Err(BrainError::BadContext(_))
+    ));
     assert!(server.requests().is_empty());
 }

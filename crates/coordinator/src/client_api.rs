@@ -2,15 +2,13 @@
 
 use crate::Mesh;
 use crate::errors::MeshError;
+use crate::watch;
 use agentmesh_proto::v1::session_service_server::SessionService;
 use agentmesh_proto::v1::{self, SessionEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-
-/// Events a watcher may have in flight before its task waits for the client.
-const WATCH_BUFFER: usize = 64;
 
 pub struct ClientApi {
     mesh: Arc<Mesh>,
@@ -30,7 +28,10 @@ impl SessionService for ClientApi {
     ) -> Result<Response<v1::Session>, Status> {
         let term = self.mesh.require_leader().await?;
         let r = request.into_inner();
-        let summary = self.mesh.create_session(term, r.task, r.roles, r.max_rounds).await?;
+        let summary = self
+            .mesh
+            .create_session(term, r.task, r.roles, r.max_rounds)
+            .await?;
         Ok(Response::new(v1::Session::from(&summary)))
     }
 
@@ -107,43 +108,33 @@ impl SessionService for ClientApi {
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         self.mesh.require_leader().await?;
         let r = request.into_inner();
-        let log = self
-            .mesh
-            .event_log(&r.session_id)
-            .ok_or_else(|| MeshError::SessionNotFound(r.session_id.clone()))?;
-        let from_seq = r.from_seq.max(1);
-        let last = log.last_seq();
-        if from_seq > last + 1 {
-            return Err(MeshError::FromTheFuture { from_seq, last }.into());
-        }
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let shutdown = self.mesh.shutdown.clone();
-        tokio::spawn(async move {
-            let mut changes = log.subscribe();
-            let mut next = from_seq;
-            loop {
-                // Mark the current version seen *before* reading, so an event appended
-                // after the read wakes us: no event is ever missed between the two.
-                changes.borrow_and_update();
-                let (batch, closed) = log.read(next, WATCH_BUFFER);
-                if batch.is_empty() {
-                    if closed {
-                        return;
-                    }
-                    tokio::select! {
-                        changed = changes.changed() => if changed.is_err() { return },
-                        () = shutdown.cancelled() => return,
-                    }
-                    continue;
-                }
-                for event in batch {
-                    next = event.seq + 1;
-                    if tx.send(Ok(event)).await.is_err() {
-                        return; // the watcher went away
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let events = watch::session_events(&self.mesh, &r.session_id, r.from_seq).await?;
+        Ok(Response::new(as_grpc_stream(events)))
     }
+
+    type WatchMeshStream = ReceiverStream<Result<v1::MeshEvent, Status>>;
+
+    async fn watch_mesh(
+        &self,
+        request: Request<v1::WatchMeshRequest>,
+    ) -> Result<Response<Self::WatchMeshStream>, Status> {
+        self.mesh.require_leader().await?;
+        let events = watch::mesh_events(&self.mesh, request.into_inner().from_seq).await?;
+        Ok(Response::new(as_grpc_stream(events)))
+    }
+}
+
+/// Adapts a watcher's channel to a tonic response stream (same bounded buffer).
+fn as_grpc_stream<T: Send + 'static>(
+    mut events: mpsc::Receiver<T>,
+) -> ReceiverStream<Result<T, Status>> {
+    let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }

@@ -1,21 +1,30 @@
-//! The ordered event log of one session, which `WatchSession` streams serve.
+//! Ordered event logs: one per session (behind `WatchSession` and the session SSE
+//! stream) and one for the whole mesh (behind `WatchMesh` and the mesh SSE stream).
 //!
-//! Every entry and every status change becomes a [`SessionEvent`] with a per-session
-//! seq, gapless from 1. The log is append-only and each watcher reads it at its own
-//! pace from its own cursor, so:
+//! A session's log holds its durable events — entries and status changes — with a
+//! per-session seq, gapless from 1. The log is append-only and each watcher reads it at
+//! its own pace from its own cursor, so:
 //! - a watcher that resumes with `from_seq` sees every later event exactly once;
 //! - history and live events come from the same log, so there is no gap between them;
 //! - a slow watcher never slows the session: the session only appends and bumps a
 //!   `watch` counter, which never blocks.
+//!
+//! Progress hints (who has answered so far in a phase) are ephemeral: they go out on a
+//! broadcast channel that drops hints for a watcher that lags, and are never replayed.
+//!
+//! The mesh log is a bounded ring: a watcher that asks for events it no longer holds
+//! is sent a `resync` snapshot instead — told, never silently skipped.
 
-use agentmesh_proto::v1::{self, SessionEvent};
+use agentmesh_proto::v1::{self, MeshEvent, SessionEvent};
+use std::collections::VecDeque;
 use std::sync::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub struct EventLog {
     events: Mutex<Vec<SessionEvent>>,
     /// (number of events, closed) — watchers wait on changes of this.
     len: watch::Sender<(u64, bool)>,
+    progress: broadcast::Sender<SessionEvent>,
 }
 
 impl Default for EventLog {
@@ -23,12 +32,13 @@ impl Default for EventLog {
         EventLog {
             events: Mutex::new(Vec::new()),
             len: watch::channel((0, false)).0,
+            progress: broadcast::channel(64).0,
         }
     }
 }
 
 impl EventLog {
-    /// Appends an event, stamping its seq.
+    /// Appends a durable event, stamping its seq.
     pub fn push(
         &self,
         session_id: &str,
@@ -44,9 +54,22 @@ impl EventLog {
             timestamp_ms,
             event: Some(event),
             session,
+            ephemeral: false,
         });
         let closed = self.len.borrow().1;
         self.len.send_replace((seq, closed));
+    }
+
+    /// Publishes a progress hint to whoever is watching now.
+    pub fn hint(&self, session_id: &str, timestamp_ms: i64, progress: v1::Progress) {
+        let _ = self.progress.send(SessionEvent {
+            seq: self.last_seq(),
+            session_id: session_id.to_string(),
+            timestamp_ms,
+            event: Some(v1::session_event::Event::Progress(progress)),
+            session: None,
+            ephemeral: true,
+        });
     }
 
     /// Marks the log complete: watchers end once they have read everything.
@@ -69,5 +92,138 @@ impl EventLog {
 
     pub fn subscribe(&self) -> watch::Receiver<(u64, bool)> {
         self.len.subscribe()
+    }
+
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<SessionEvent> {
+        self.progress.subscribe()
+    }
+}
+
+/// How many mesh events are kept for watchers that resume.
+const MESH_LOG_CAPACITY: usize = 4096;
+
+/// The mesh-wide event log of one leadership term.
+pub struct MeshLog {
+    inner: Mutex<MeshInner>,
+    last: watch::Sender<u64>,
+}
+
+struct MeshInner {
+    /// The seq of `events[0]`.
+    first_seq: u64,
+    events: VecDeque<MeshEvent>,
+}
+
+impl MeshLog {
+    /// A log whose first event gets `first_seq`.
+    pub fn new(first_seq: u64) -> MeshLog {
+        MeshLog {
+            inner: Mutex::new(MeshInner {
+                first_seq,
+                events: VecDeque::new(),
+            }),
+            last: watch::channel(first_seq - 1).0,
+        }
+    }
+
+    pub fn push(&self, timestamp_ms: i64, event: v1::mesh_event::Event) {
+        let mut inner = self.inner.lock().expect("mesh log lock");
+        let seq = inner.first_seq + inner.events.len() as u64;
+        inner.events.push_back(MeshEvent {
+            seq,
+            timestamp_ms,
+            event: Some(event),
+        });
+        if inner.events.len() > MESH_LOG_CAPACITY {
+            inner.events.pop_front();
+            inner.first_seq += 1;
+        }
+        self.last.send_replace(seq);
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        *self.last.borrow()
+    }
+
+    /// Events from `from_seq` (at most `limit`), or `None` if `from_seq` is older than
+    /// the oldest event kept (the watcher must resync).
+    pub fn read(&self, from_seq: u64, limit: usize) -> Option<Vec<MeshEvent>> {
+        let inner = self.inner.lock().expect("mesh log lock");
+        if from_seq < inner.first_seq {
+            return None;
+        }
+        let skip = (from_seq - inner.first_seq) as usize;
+        Some(
+            inner
+                .events
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn left(id: &str) -> v1::mesh_event::Event {
+        v1::mesh_event::Event::WorkerLeft(v1::WorkerLeft {
+            worker_id: id.into(),
+            role: "backend".into(),
+        })
+    }
+
+    #[test]
+    fn the_mesh_log_is_bounded_and_says_when_a_watcher_must_resync() {
+        let log = MeshLog::new(1000);
+        assert_eq!(log.last_seq(), 999);
+        assert_eq!(log.read(1000, 10).unwrap().len(), 0);
+        for i in 0..MESH_LOG_CAPACITY + 10 {
+            log.push(0, left(&format!("w{i}")));
+        }
+        assert_eq!(log.last_seq(), 1000 + MESH_LOG_CAPACITY as u64 + 9);
+        assert!(
+            log.read(1000, 10).is_none(),
+            "the oldest events are gone: resync"
+        );
+        let tail = log.read(log.last_seq() - 1, 10).unwrap();
+        assert_eq!(
+            tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [log.last_seq() - 1, log.last_seq()]
+        );
+    }
+
+    #[test]
+    fn session_logs_are_gapless_and_hints_carry_the_last_durable_seq() {
+        let log = EventLog::default();
+        let mut hints = log.subscribe_progress();
+        log.push(
+            "s",
+            1,
+            v1::session_event::Event::Entry(v1::Entry::default()),
+            None,
+        );
+        log.hint("s", 2, v1::Progress::default());
+        log.push(
+            "s",
+            3,
+            v1::session_event::Event::Entry(v1::Entry::default()),
+            None,
+        );
+        let (events, closed) = log.read(1, 10);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(!closed);
+        let hint = hints.try_recv().unwrap();
+        assert!(hint.ephemeral);
+        assert_eq!(hint.seq, 1);
+        log.close();
+        assert!(log.read(3, 10).1);
     }
 }

@@ -27,23 +27,24 @@ pub mod leadership;
 pub mod oversize;
 pub mod registry;
 pub mod sessions;
+pub mod watch;
 pub mod worker_api;
 
 use agentmesh_core::{Reply, Session, SessionConfig, SessionSpec, SessionSummary, TurnKey};
 use agentmesh_proto::v1::session_service_server::SessionServiceServer;
 use agentmesh_proto::v1::worker_service_server::WorkerServiceServer;
+use agentmesh_store::{Election, Fence, SessionStore, WorkerRegistry};
 use errors::MeshError;
-use events::EventLog;
+use events::{EventLog, MeshLog};
+use leadership::Term;
 use registry::Registry;
 use sessions::{SessionActor, SessionCmd};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use agentmesh_store::{Election, Fence, SessionStore, WorkerRegistry};
-use leadership::Term;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -97,6 +98,39 @@ impl CoordinatorConfig {
     }
 }
 
+/// A session event log holding `history` (entries and status changes, in order).
+fn event_log_of(summary: &SessionSummary, history: &[agentmesh_core::Effect]) -> EventLog {
+    use agentmesh_proto::v1;
+    let log = EventLog::default();
+    for effect in history {
+        match effect {
+            agentmesh_core::Effect::Appended(entry) => log.push(
+                &summary.id,
+                entry.timestamp_ms,
+                v1::session_event::Event::Entry(v1::Entry::from(entry)),
+                None,
+            ),
+            agentmesh_core::Effect::StatusChanged { status, round } => log.push(
+                &summary.id,
+                summary.updated_ms,
+                v1::session_event::Event::Status(v1::StatusChange {
+                    status: v1::SessionStatus::from(*status) as i32,
+                    round: *round,
+                    reason: if status.is_terminal() {
+                        summary.reason.clone()
+                    } else {
+                        String::new()
+                    },
+                    awaiting: Vec::new(),
+                }),
+                None,
+            ),
+            _ => {}
+        }
+    }
+    log
+}
+
 /// Where a coordinator keeps state and finds its peers.
 pub struct Backends {
     pub store: Arc<dyn SessionStore>,
@@ -116,11 +150,13 @@ pub struct Mesh {
     pub election: Arc<dyn Election>,
     pub durable: bool,
     /// The current leadership term; standby when not leading.
-    term: watch::Sender<Term>,
+    term: tokio::sync::watch::Sender<Term>,
     /// Sessions whose actor is running, by id.
     live: Mutex<HashMap<String, mpsc::Sender<SessionCmd>>>,
     /// Every session's event log, ended sessions included, by id.
     logs: Mutex<HashMap<String, Arc<EventLog>>>,
+    /// The mesh-wide event log of the current term.
+    mesh_log: Mutex<Arc<MeshLog>>,
     pub shutdown: CancellationToken,
     /// Signalled when a store write shows this coordinator may no longer lead.
     doubt: tokio::sync::Notify,
@@ -144,9 +180,10 @@ impl Mesh {
             store: backends.store.clone(),
             election: backends.election.clone(),
             durable: backends.durable,
-            term: watch::channel(Term::standby()).0,
+            term: tokio::sync::watch::channel(Term::standby()).0,
             live: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            mesh_log: Mutex::new(Arc::new(MeshLog::new(now_ms().max(1) as u64 * 1000))),
             shutdown: CancellationToken::new(),
             doubt: tokio::sync::Notify::new(),
         })
@@ -194,6 +231,8 @@ impl Mesh {
 
     /// Starts a leadership term with `fence` guarding every write.
     pub(crate) fn begin_term(&self, fence: Fence) -> Term {
+        *self.mesh_log.lock().expect("mesh log lock") =
+            Arc::new(MeshLog::new(now_ms().max(1) as u64 * 1000));
         let term = Term {
             leading: true,
             fence,
@@ -250,37 +289,111 @@ impl Mesh {
                 specialists: header.roles.iter().skip(1).cloned().collect(),
                 max_rounds: header.max_rounds,
             };
-            match Session::restore(spec, self.config.session_config(), header.created_ms, &entries, now_ms()) {
-                Ok((session, effects)) => {
+            match Session::restore_with_history(
+                spec,
+                self.config.session_config(),
+                header.created_ms,
+                &entries,
+                now_ms(),
+            ) {
+                Ok((session, effects, history)) => {
                     tracing::info!(session = %header.id, entries = entries.len(), status = %session.status(), round = session.round(), "resumed");
-                    self.spawn_session(session, effects, term.clone(), &entries);
+                    self.spawn_session(session, effects, term.clone(), &history);
                 }
-                Err(e) => tracing::error!(session = %header.id, error = %e, "cannot resume session"),
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "cannot resume session")
+                }
             }
         }
     }
 
-    fn spawn_session(self: &Arc<Self>, session: Session, effects: Vec<agentmesh_core::Effect>, term: Term, history: &[agentmesh_core::Entry]) {
+    fn spawn_session(
+        self: &Arc<Self>,
+        session: Session,
+        effects: Vec<agentmesh_core::Effect>,
+        term: Term,
+        history: &[agentmesh_core::Effect],
+    ) {
         let id = session.id().to_string();
         let (tx, rx) = mpsc::channel(256);
-        let log = Arc::new(EventLog::default());
-        // A resumed session's watchers start from its persisted transcript.
-        for entry in history {
-            log.push(
-                &id,
-                entry.timestamp_ms,
-                agentmesh_proto::v1::session_event::Event::Entry(agentmesh_proto::v1::Entry::from(entry)),
-                None,
-            );
-        }
+        // A resumed session's watchers see the same events the old leader published.
+        let log = Arc::new(event_log_of(&session.summary(), history));
         self.live.lock().expect("live lock").insert(id.clone(), tx);
-        self.logs.lock().expect("logs lock").insert(id.clone(), log.clone());
+        self.logs
+            .lock()
+            .expect("logs lock")
+            .insert(id.clone(), log.clone());
         let actor = SessionActor::new(self.clone(), session, log, rx, term);
         tokio::spawn(
             actor
                 .run(effects)
                 .instrument(tracing::info_span!("session", id = %id)),
         );
+    }
+
+    /// Publishes a mesh-wide event.
+    pub(crate) fn publish(&self, event: agentmesh_proto::v1::mesh_event::Event) {
+        self.mesh_log().push(now_ms(), event);
+    }
+
+    pub fn mesh_log(&self) -> Arc<MeshLog> {
+        self.mesh_log.lock().expect("mesh log lock").clone()
+    }
+
+    /// The event log of a session: the live one, or one rebuilt from the store (a session
+    /// that ended under another leader or before a restart).
+    pub async fn session_log(&self, id: &str) -> Result<Arc<EventLog>, MeshError> {
+        if let Some(log) = self.event_log(id) {
+            return Ok(log);
+        }
+        let header = self.summary(id).await?;
+        let entries = self
+            .store
+            .entries(id, 1)
+            .await
+            .map_err(|e| MeshError::Store(e.to_string()))?;
+        let spec = SessionSpec {
+            id: header.id.clone(),
+            task: header.task.clone(),
+            specialists: header.roles.iter().skip(1).cloned().collect(),
+            max_rounds: header.max_rounds,
+        };
+        let (replayed, _, history) = Session::restore_with_history(
+            spec,
+            self.config.session_config(),
+            header.created_ms,
+            &entries,
+            now_ms(),
+        )
+        .map_err(MeshError::Store)?;
+        let log = event_log_of(&replayed.summary(), &history);
+        if replayed.status() != header.status {
+            // Cancelled, failed, or not finished and not running here: the header says how.
+            log.push(
+                id,
+                header.updated_ms,
+                agentmesh_proto::v1::session_event::Event::Status(
+                    agentmesh_proto::v1::StatusChange {
+                        status: agentmesh_proto::v1::SessionStatus::from(header.status) as i32,
+                        round: header.round,
+                        reason: header.reason.clone(),
+                        awaiting: Vec::new(),
+                    },
+                ),
+                Some(agentmesh_proto::v1::Session::from(&header)),
+            );
+        }
+        if header.status.is_terminal() {
+            log.close();
+        }
+        let log = Arc::new(log);
+        if header.status.is_terminal() {
+            self.logs
+                .lock()
+                .expect("logs lock")
+                .insert(id.to_string(), log.clone());
+        }
+        Ok(log)
     }
 
     /// Validates the request, starts the session's actor and returns its first summary.
@@ -325,6 +438,9 @@ impl Mesh {
                 other => MeshError::Store(other.to_string()),
             })?;
         self.spawn_session(session, effects, term, &[]);
+        self.publish(agentmesh_proto::v1::mesh_event::Event::SessionCreated(
+            agentmesh_proto::v1::Session::from(&summary),
+        ));
         tracing::info!(session = %id, "session created");
         Ok(summary)
     }

@@ -132,7 +132,8 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let backends = if !args.etcd.is_empty() {
-        let Some(client) = connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await else {
+        let Some(client) = connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await
+        else {
             tracing::info!("stopped before etcd was reachable");
             return Ok(());
         };

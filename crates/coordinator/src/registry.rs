@@ -63,7 +63,9 @@ impl Registry {
         cursors: HashMap<String, u64>,
         tx: WorkerTx,
     ) -> Result<u64, crate::errors::MeshError> {
-        let connection = self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let connection = self
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut workers = self.workers.lock().expect("registry lock");
         if workers.contains_key(&info.worker_id) {
             return Err(crate::errors::MeshError::WorkerAlreadyConnected(
@@ -94,7 +96,11 @@ impl Registry {
             .expect("registry lock")
             .get(worker_id)
             .is_some_and(|w| w.connection == connection);
-        if current { self.remove(worker_id) } else { Vec::new() }
+        if current {
+            self.remove(worker_id)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Removes a worker and returns the sessions it held a role in.
@@ -242,7 +248,13 @@ impl Registry {
 
     /// Ends every worker stream (stepping down): workers reconnect to the new leader.
     pub async fn disconnect_all(&self, status: Status) {
-        let ids: Vec<String> = self.workers.lock().expect("registry lock").keys().cloned().collect();
+        let ids: Vec<String> = self
+            .workers
+            .lock()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect();
         for id in ids {
             if let Some(tx) = self.sender(&id) {
                 let _ = tx.send(Err(status.clone())).await;
@@ -281,7 +293,9 @@ impl Registry {
         drop(leased);
         self.changes.send_modify(|n| *n += 1);
         let workers = self.workers.lock().expect("registry lock");
-        gone.into_iter().filter(|id| workers.contains_key(id)).collect()
+        gone.into_iter()
+            .filter(|id| workers.contains_key(id))
+            .collect()
     }
 
     /// Every sender, for broadcasting shutdown.
@@ -297,7 +311,10 @@ impl Registry {
 
 /// Follows the worker leases (cluster mode): a worker whose lease expires — a frozen
 /// process, one cut off from etcd — is evicted, and its sessions reassign its turns.
-pub async fn follow_leases(mesh: std::sync::Arc<crate::Mesh>, workers: std::sync::Arc<dyn WorkerRegistry>) {
+pub async fn follow_leases(
+    mesh: std::sync::Arc<crate::Mesh>,
+    workers: std::sync::Arc<dyn WorkerRegistry>,
+) {
     let mut events = workers.watch();
     loop {
         let event = tokio::select! {
@@ -314,7 +331,10 @@ pub async fn follow_leases(mesh: std::sync::Arc<crate::Mesh>, workers: std::sync
             tracing::warn!(%worker_id, "lease expired; evicting the worker");
             let sessions = mesh.registry.sessions_of(&worker_id);
             mesh.registry
-                .evict(&worker_id, Status::unavailable("your lease expired; register again and reconnect"))
+                .evict(
+                    &worker_id,
+                    Status::unavailable("your lease expired; register again and reconnect"),
+                )
                 .await;
             mesh.worker_lost(&worker_id, sessions).await;
         }

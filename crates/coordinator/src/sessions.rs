@@ -19,15 +19,17 @@ use crate::Mesh;
 use crate::errors::MeshError;
 use crate::events::EventLog;
 use crate::leadership::Term;
-use agentmesh_store::StoreError;
 use agentmesh_core::{
     Applied, Effect, Entry, Input, Phase, Reply, Session, SessionSummary, TurnKey,
 };
-use agentmesh_proto::v1::{self, coordinator_message::Msg, session_event::Event};
+use agentmesh_proto::v1::{
+    self, coordinator_message::Msg, mesh_event::Event as MeshEvent, session_event::Event,
+};
+use agentmesh_store::StoreError;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 pub enum SessionCmd {
@@ -170,8 +172,12 @@ impl SessionActor {
                         let effects = applied.effects.clone();
                         // Acknowledged once its entry (or, for a duplicate, the original)
                         // is written: maybe now, maybe when the phase completes.
+                        let fresh = !applied.duplicate;
                         self.held_acks.push((ack, applied));
                         self.carry_out(effects, false).await?;
+                        if fresh && !self.unwritten.is_empty() {
+                            self.hint_progress();
+                        }
                         self.fill_needed().await?;
                     }
                 }
@@ -250,6 +256,12 @@ impl SessionActor {
                 Effect::StatusChanged { status, round } => {
                     let awaiting = self.session.awaiting().map(str::to_string).collect();
                     tracing::info!(%status, round, "status");
+                    let snapshot = v1::Session::from(&summary);
+                    self.mesh.publish(if status.is_terminal() {
+                        MeshEvent::SessionEnded(snapshot)
+                    } else {
+                        MeshEvent::PhaseChanged(snapshot)
+                    });
                     self.log.push(
                         &summary.id,
                         now,
@@ -339,10 +351,44 @@ impl SessionActor {
         let now = crate::now_ms();
         for entry in self.unwritten.drain(..) {
             self.written_seq = entry.seq;
-            self.log
-                .push(&summary.id, now, Event::Entry(v1::Entry::from(&entry)), None);
+            self.log.push(
+                &summary.id,
+                now,
+                Event::Entry(v1::Entry::from(&entry)),
+                None,
+            );
         }
         Ok(())
+    }
+
+    /// Tells watchers who has answered so far in the current phase. The answers
+    /// themselves are published when the phase is written.
+    fn hint_progress(&self) {
+        let Some(phase) = self.session.status().phase() else {
+            return;
+        };
+        let participants = self.session.participants();
+        let speakers: &[String] = match phase {
+            Phase::Framing | Phase::Synthesize => &participants[..1],
+            Phase::Contribute => &participants[1..],
+            Phase::Review => participants,
+        };
+        let awaiting: Vec<String> = self.session.awaiting().map(str::to_string).collect();
+        let answered = speakers
+            .iter()
+            .filter(|r| !awaiting.contains(r))
+            .cloned()
+            .collect();
+        self.log.hint(
+            self.session.id(),
+            crate::now_ms(),
+            v1::Progress {
+                status: v1::SessionStatus::from(self.session.status()) as i32,
+                round: self.session.round(),
+                answered,
+                awaiting,
+            },
+        );
     }
 
     /// Whether the store already holds exactly the entries this actor still holds back.

@@ -95,8 +95,12 @@ impl WorkerService for WorkerApi {
             .map(|c| (c.session_id.clone(), c.seq))
             .collect();
         let (tx, rx) = mpsc::channel(256);
-        let connection = self.mesh.registry.register(info, cursors, tx.clone())?;
+        let connection = self
+            .mesh
+            .registry
+            .register(info.clone(), cursors, tx.clone())?;
         tracing::info!(%worker_id, role = %hello.role, capacity = hello.capacity, "worker joined");
+        self.mesh.publish(v1::mesh_event::Event::WorkerJoined(info));
         let welcome = v1::Welcome {
             coordinator_id: self.mesh.config.coordinator_id.clone(),
             heartbeat_interval_ms: self.mesh.config.heartbeat_interval.as_millis() as u32,
@@ -107,7 +111,13 @@ impl WorkerService for WorkerApi {
                 msg: Some(coordinator_message::Msg::Welcome(welcome)),
             }))
             .await;
-        tokio::spawn(serve_worker(self.mesh.clone(), worker_id, connection, inbound, tx));
+        tokio::spawn(serve_worker(
+            self.mesh.clone(),
+            worker_id,
+            connection,
+            inbound,
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -153,8 +163,21 @@ async fn serve_worker(
             }
         }
     }
+    let role = mesh
+        .registry
+        .list()
+        .into_iter()
+        .find(|w| w.worker_id == worker_id && w.connected)
+        .map(|w| w.role)
+        .unwrap_or_default();
     let sessions = mesh.registry.remove_connection(&worker_id, connection);
     tracing::info!(%worker_id, sessions = sessions.len(), "worker left");
+    if !role.is_empty() {
+        mesh.publish(v1::mesh_event::Event::WorkerLeft(v1::WorkerLeft {
+            worker_id: worker_id.clone(),
+            role,
+        }));
+    }
     mesh.worker_lost(&worker_id, sessions).await;
 }
 

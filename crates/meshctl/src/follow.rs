@@ -25,6 +25,8 @@ pub struct FollowOptions {
     pub max_backoff: Duration,
     /// Give up once the coordinator has been unreachable this long without a new event.
     pub give_up_after: Duration,
+    /// Redraw the progress line in place (a terminal); otherwise print each one.
+    pub live_progress: bool,
 }
 
 impl Default for FollowOptions {
@@ -33,6 +35,7 @@ impl Default for FollowOptions {
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             give_up_after: Duration::from_secs(60),
+            live_progress: false,
         }
     }
 }
@@ -42,6 +45,8 @@ impl Default for FollowOptions {
 pub enum Step {
     /// Already printed before a reconnect: ignore it.
     Duplicate,
+    /// Who has answered so far in the current phase: redrawn in place on a terminal.
+    Progress(String),
     /// A new event: print this line (`None` for an event kind this build does not know).
     Show(Option<String>),
     /// The terminal status event: print this line, then the outcome of `session` (the
@@ -56,12 +61,18 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Tracker {
     next_seq: u64,
+    /// Redraw progress hints in place (stdout is a terminal).
+    pub live_progress: bool,
+    /// A progress line is on screen without a newline.
+    progress_shown: bool,
 }
 
 impl Tracker {
     pub fn new(from_seq: u64) -> Tracker {
         Tracker {
             next_seq: from_seq.max(1),
+            live_progress: false,
+            progress_shown: false,
         }
     }
 
@@ -71,6 +82,13 @@ impl Tracker {
     }
 
     pub fn accept(&mut self, event: v1::SessionEvent) -> Step {
+        if event.ephemeral {
+            // A hint about the phase in progress; it does not move the resume point.
+            return match event.event {
+                Some(Event::Progress(progress)) => Step::Progress(render::progress_line(&progress)),
+                _ => Step::Show(None),
+            };
+        }
         if event.seq < self.next_seq {
             return Step::Duplicate;
         }
@@ -96,7 +114,7 @@ impl Tracker {
                     Step::Show(Some(line))
                 }
             }
-            None => Step::Show(None),
+            Some(Event::Progress(_)) | None => Step::Show(None),
         }
     }
 }
@@ -139,6 +157,7 @@ pub async fn follow(
     out: &mut impl Write,
 ) -> Result<v1::Session, CliError> {
     let mut tracker = Tracker::new(from_seq);
+    tracker.live_progress = options.live_progress;
     let mut backoff = options.first_backoff;
     // When the current run of failures began; reset by every event received.
     let mut failing_since: Option<Instant> = None;
@@ -219,11 +238,27 @@ async fn watch_once(
         };
         match tracker.accept(event) {
             Step::Duplicate | Step::Show(None) => {}
+            Step::Progress(line) => {
+                if tracker.live_progress {
+                    // Overwrite the previous progress line; the next real line replaces it.
+                    write!(out, "\r\x1b[2K{line}")?;
+                    tracker.progress_shown = true;
+                } else {
+                    writeln!(out, "{line}")?;
+                }
+                out.flush()?;
+            }
             Step::Show(Some(line)) => {
+                if std::mem::take(&mut tracker.progress_shown) {
+                    write!(out, "\r\x1b[2K")?;
+                }
                 writeln!(out, "{line}")?;
                 out.flush()?;
             }
             Step::Ended { line, session } => {
+                if std::mem::take(&mut tracker.progress_shown) {
+                    write!(out, "\r\x1b[2K")?;
+                }
                 writeln!(out, "{line}")?;
                 out.flush()?;
                 let session = match session {
@@ -285,6 +320,7 @@ mod tests {
                 round,
                 ..Default::default()
             }),
+            ephemeral: false,
         }
     }
 
@@ -303,7 +339,29 @@ mod tests {
                 ..Default::default()
             })),
             session: None,
+            ephemeral: false,
         }
+    }
+
+    #[test]
+    fn progress_hints_do_not_move_the_resume_point() {
+        let mut tracker = Tracker::new(3);
+        let hint = v1::SessionEvent {
+            seq: 2,
+            ephemeral: true,
+            event: Some(Event::Progress(v1::Progress {
+                status: v1::SessionStatus::Review as i32,
+                round: 1,
+                answered: vec!["backend".into()],
+                awaiting: vec!["security".into()],
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            tracker.accept(hint),
+            Step::Progress("  r1 REVIEW [#.] 1/2  answered: backend  awaiting: security".into())
+        );
+        assert_eq!(tracker.next_seq(), 3);
     }
 
     #[test]

@@ -50,7 +50,13 @@ struct Cli {
 
     /// Cluster mode: comma-separated etcd endpoints; meshctl talks to whichever
     /// coordinator the election names as leader.
-    #[arg(long, global = true, env = "MESH_ETCD", value_delimiter = ',', value_name = "ENDPOINTS")]
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_ETCD",
+        value_delimiter = ',',
+        value_name = "ENDPOINTS"
+    )]
     etcd: Vec<String>,
 
     #[command(subcommand)]
@@ -69,6 +75,7 @@ impl FollowArgs {
     fn options(&self) -> FollowOptions {
         FollowOptions {
             give_up_after: Duration::from_secs(self.reconnect_timeout),
+            live_progress: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             ..FollowOptions::default()
         }
     }
@@ -204,8 +211,15 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             agentmesh_store::connect_etcd(&cli.etcd),
         )
         .await
-        .map_err(|_| CliError::Other(format!("etcd at {} did not answer within 10s", cli.etcd.join(","))))?
-        .map_err(|e| CliError::Other(format!("cannot reach etcd at {}: {e}", cli.etcd.join(","))))?;
+        .map_err(|_| {
+            CliError::Other(format!(
+                "etcd at {} did not answer within 10s",
+                cli.etcd.join(",")
+            ))
+        })?
+        .map_err(|e| {
+            CliError::Other(format!("cannot reach etcd at {}: {e}", cli.etcd.join(",")))
+        })?;
         let election = agentmesh_store::EtcdElection::new(
             client,
             "/agentmesh/v1/leader",

@@ -75,6 +75,30 @@ pub fn status_line(change: &v1::StatusChange) -> String {
     line
 }
 
+/// The current phase filling up, e.g.
+/// `  r2 REVIEW [####...] 4/7  answered: backend, devops, security, supervisor  awaiting: architect, database, frontend`.
+pub fn progress_line(p: &v1::Progress) -> String {
+    let total = p.answered.len() + p.awaiting.len();
+    let bar: String = (0..total)
+        .map(|i| if i < p.answered.len() { '#' } else { '.' })
+        .collect();
+    let mut line = format!(
+        "  r{} {} [{bar}] {}/{total}",
+        p.round,
+        status_name(p.status),
+        p.answered.len()
+    );
+    if !p.answered.is_empty() {
+        line.push_str("  answered: ");
+        line.push_str(&p.answered.join(", "));
+    }
+    if !p.awaiting.is_empty() {
+        line.push_str("  awaiting: ");
+        line.push_str(&p.awaiting.join(", "));
+    }
+    line
+}
+
 /// One live line per transcript entry.
 ///
 /// - a review: `#12 r2 REVIEW security  OBJECT: <first concern> (+1 more)`,
@@ -811,18 +835,47 @@ mod tests {
     #[test]
     fn token_usage_sums_per_role_and_shows_only_when_metered() {
         let mut entries = vec![
-            entry(1, 0, v1::Phase::Framing, "supervisor", v1::EntryType::Framework),
-            entry(2, 1, v1::Phase::Contribute, "security", v1::EntryType::Analysis),
-            entry(3, 1, v1::Phase::Synthesize, "supervisor", v1::EntryType::Proposal),
-            entry(4, 1, v1::Phase::Contribute, "guest", v1::EntryType::Analysis),
+            entry(
+                1,
+                0,
+                v1::Phase::Framing,
+                "supervisor",
+                v1::EntryType::Framework,
+            ),
+            entry(
+                2,
+                1,
+                v1::Phase::Contribute,
+                "security",
+                v1::EntryType::Analysis,
+            ),
+            entry(
+                3,
+                1,
+                v1::Phase::Synthesize,
+                "supervisor",
+                v1::EntryType::Proposal,
+            ),
+            entry(
+                4,
+                1,
+                v1::Phase::Contribute,
+                "guest",
+                v1::EntryType::Analysis,
+            ),
         ];
         let s = session();
         let usage = TokenUsage::from_transcript(&s.roles, &entries);
         assert!(usage.is_empty());
         assert_eq!(token_table(&usage), "");
-        assert!(!session_details(&s, &VerdictMatrix::from_transcript(&s.roles, &[])).contains("tokens"));
+        assert!(
+            !session_details(&s, &VerdictMatrix::from_transcript(&s.roles, &[])).contains("tokens")
+        );
 
-        for (e, (p, c)) in entries.iter_mut().zip([(100, 10), (50, 5), (200, 20), (1, 1)]) {
+        for (e, (p, c)) in entries
+            .iter_mut()
+            .zip([(100, 10), (50, 5), (200, 20), (1, 1)])
+        {
             e.prompt_tokens = p;
             e.completion_tokens = c;
         }
@@ -908,6 +961,7 @@ mod tests {
             connected_ms: 0,
             draining,
             turns_completed: 12,
+            ..Default::default()
         };
         let mut workers = vec![
             worker("security-1", "security", false),

@@ -125,6 +125,15 @@ impl SessionService for Fake {
         }))
     }
 
+    type WatchMeshStream = tokio_stream::Iter<std::vec::IntoIter<Result<v1::MeshEvent, Status>>>;
+
+    async fn watch_mesh(
+        &self,
+        _request: Request<v1::WatchMeshRequest>,
+    ) -> Result<Response<Self::WatchMeshStream>, Status> {
+        Err(Status::unimplemented("meshctl does not watch the mesh"))
+    }
+
     type WatchSessionStream = EventStream;
 
     async fn watch_session(
@@ -307,6 +316,7 @@ fn scripted(end: S) -> State {
             event: Some(event),
             // Only the terminal event's snapshot matters to meshctl.
             session: (i + 1 == last).then(|| session.clone()),
+            ephemeral: false,
         })
         .collect();
     State {
@@ -332,6 +342,7 @@ fn worker(id: &str, role: &str, draining: bool) -> v1::WorkerInfo {
         connected_ms: T0,
         draining,
         turns_completed: 3,
+        ..Default::default()
     }
 }
 

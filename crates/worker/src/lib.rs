@@ -306,11 +306,7 @@ async fn connect_and_serve(
             {
                 return Ended::Redirected(leader.to_string());
             }
-            return Ended::Broken(format!(
-                "attach: {:?}: {}",
-                status.code(),
-                status.message()
-            ));
+            return Ended::Broken(format!("attach: {:?}: {}", status.code(), status.message()));
         }
     };
 

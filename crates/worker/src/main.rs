@@ -1,9 +1,9 @@
 //! `mesh-worker`: joins the mesh as one role and answers turns with a brain.
 
+use agentmesh_store::WorkerRegistry;
 use agentmesh_worker::WorkerConfig;
 use agentmesh_worker::brains::{self, BrainArgs};
 use clap::Parser;
-use agentmesh_store::WorkerRegistry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,9 @@ use std::time::Duration;
 )]
 struct Args {
     /// The role this worker plays (supervisor, backend, frontend, security, ... or your own).
+    /// Optional with --persona: the persona file's `role` (or `name`).
     #[arg(long, env = "MESH_ROLE")]
-    role: String,
+    role: Option<String>,
     /// The coordinator's gRPC URL.
     #[arg(
         long,
@@ -56,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Err(why) = agentmesh_core::session::validate_role(&args.role) {
+    let role = brains::resolve_role(args.role.as_deref(), &args.brain)?;
+    if let Err(why) = agentmesh_core::session::validate_role(&role) {
         anyhow::bail!("--role: {why}");
     }
     if args.capacity == 0 {
@@ -65,11 +67,11 @@ async fn main() -> anyhow::Result<()> {
     let worker_id = args.id.unwrap_or_else(|| {
         format!(
             "{}-{}",
-            args.role,
+            role,
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         )
     });
-    let brain = brains::build(&args.brain, &args.role)?;
+    let brain = brains::build(&args.brain, &role)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -92,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         };
         let record = agentmesh_store::WorkerRecord {
-            role: args.role.clone(),
+            role: role.clone(),
             worker_id: worker_id.clone(),
             capacity: args.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -123,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         )));
     }
     let config = WorkerConfig {
-        role: args.role,
+        role,
         worker_id,
         leader_lookup,
         coordinator: args.coordinator,

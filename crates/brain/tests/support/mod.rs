@@ -172,7 +172,8 @@ async fn serve(
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let body = serde_json::from_slice(&buf[body_start..body_start + length]).unwrap_or(Value::Null);
+        let body =
+            serde_json::from_slice(&buf[body_start..body_start + length]).unwrap_or(Value::Null);
         buf.drain(..body_start + length);
         let index = {
             let mut r = recorded.lock().unwrap();
@@ -220,7 +221,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-pub fn entry(seq: u64, round: u32, phase: Phase, role: &str, ty: EntryType, content: &str) -> Entry {
+pub fn entry(
+    seq: u64,
+    round: u32,
+    phase: Phase,
+    role: &str,
+    ty: EntryType,
+    content: &str,
+) -> Entry {
     Entry {
         seq,
         round,
