@@ -169,6 +169,11 @@ pub struct WorkerDoc {
     pub draining: bool,
     pub version: String,
     pub connected_ms: i64,
+    /// Holds a stream to the coordinator.
+    pub connected: bool,
+    /// Registered under a live lease (always true in embedded mode).
+    pub leased: bool,
+    pub address: String,
 }
 
 impl From<&v1::WorkerInfo> for WorkerDoc {
@@ -182,11 +187,14 @@ impl From<&v1::WorkerInfo> for WorkerDoc {
             draining: w.draining,
             version: w.version.clone(),
             connected_ms: w.connected_ms,
+            connected: w.connected,
+            leased: w.leased,
+            address: w.address.clone(),
         }
     }
 }
 
-/// Lists connected workers by role, then id.
+/// Lists the workers the coordinator knows — connected or registered — by role, then id.
 pub async fn workers(coordinator: &Coordinator, json: bool) -> Result<u8, CliError> {
     let mut client = coordinator.connect().await?;
     let mut workers = client

@@ -304,12 +304,27 @@ pub fn workers_table(workers: &[v1::WorkerInfo]) -> String {
                 format!("{}/{}", w.load, w.capacity),
                 w.turns_completed.to_string(),
                 if w.draining { "yes" } else { "no" }.to_string(),
+                // The registry's view: a stream to the coordinator, a live lease in etcd.
+                match (w.connected, w.leased) {
+                    (true, true) => "live",
+                    (true, false) => "no lease",
+                    (false, true) => "leased only",
+                    (false, false) => "gone",
+                }
+                .to_string(),
+                if w.address.is_empty() {
+                    "-".to_string()
+                } else {
+                    w.address.clone()
+                },
                 w.version.clone(),
             ]
         })
         .collect();
     table(
-        &["WORKER", "ROLE", "LOAD", "TURNS", "DRAINING", "VERSION"],
+        &[
+            "WORKER", "ROLE", "LOAD", "TURNS", "DRAINING", "STATE", "ADDRESS", "VERSION",
+        ],
         &rows,
     )
 }
@@ -961,7 +976,13 @@ mod tests {
             connected_ms: 0,
             draining,
             turns_completed: 12,
-            ..Default::default()
+            connected: true,
+            leased: !draining,
+            address: if draining {
+                String::new()
+            } else {
+                "node-a".into()
+            },
         };
         let mut workers = vec![
             worker("security-1", "security", false),
@@ -971,10 +992,10 @@ mod tests {
         sort_workers(&mut workers);
         assert_eq!(
             workers_table(&workers),
-            "WORKER      ROLE      LOAD  TURNS  DRAINING  VERSION\n\
-             backend-10  backend   1/4   12     no        0.1.0\n\
-             backend-2   backend   1/4   12     yes       0.1.0\n\
-             security-1  security  1/4   12     no        0.1.0\n"
+            "WORKER      ROLE      LOAD  TURNS  DRAINING  STATE     ADDRESS  VERSION\n\
+             backend-10  backend   1/4   12     no        live      node-a   0.1.0\n\
+             backend-2   backend   1/4   12     yes       no lease  -        0.1.0\n\
+             security-1  security  1/4   12     no        live      node-a   0.1.0\n"
         );
     }
 

@@ -342,7 +342,9 @@ fn worker(id: &str, role: &str, draining: bool) -> v1::WorkerInfo {
         connected_ms: T0,
         draining,
         turns_completed: 3,
-        ..Default::default()
+        connected: true,
+        leased: true,
+        address: format!("node-{role}"),
     }
 }
 
@@ -704,10 +706,10 @@ fn workers_sort_by_role_then_id() {
     assert_eq!(code, 0);
     assert_eq!(
         stdout,
-        "WORKER      ROLE      LOAD  TURNS  DRAINING  VERSION\n\
-         backend-1   backend   1/4   3      no        0.1.0\n\
-         backend-2   backend   1/4   3      yes       0.1.0\n\
-         security-1  security  1/4   3      no        0.1.0\n"
+        "WORKER      ROLE      LOAD  TURNS  DRAINING  STATE  ADDRESS        VERSION\n\
+         backend-1   backend   1/4   3      no        live   node-backend   0.1.0\n\
+         backend-2   backend   1/4   3      yes       live   node-backend   0.1.0\n\
+         security-1  security  1/4   3      no        live   node-security  0.1.0\n"
     );
     let (_, stdout, _) = run(&server.url(), &["workers", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -716,6 +718,7 @@ fn workers_sort_by_role_then_id() {
         serde_json::json!({
             "worker_id": "backend-2", "role": "backend", "load": 1, "capacity": 4,
             "turns_completed": 3, "draining": true, "version": "0.1.0", "connected_ms": T0,
+            "connected": true, "leased": true, "address": "node-backend",
         })
     );
     server.kill();
