@@ -3,19 +3,20 @@
 CARGO ?= cargo
 # What the tests need from Debian: etcd (a real one; cluster tests start their own) and
 # protoc (etcd-client's build script runs it).
-APT_PACKAGES := etcd-server protobuf-compiler chromium chromium-driver
+APT_PACKAGES := etcd-server protobuf-compiler libprotobuf-dev chromium chromium-driver
 
-# etcd-client's build script needs protoc. Use the system one when installed; otherwise
-# the binary the protoc-bin-vendored crate ships, so `make demo` needs no apt at all.
+# etcd-client's build script needs protoc with the well-known types. Prefer the binary the
+# protoc-bin-vendored crate ships (it carries its include/ directory), so `make demo`
+# needs no apt at all; fall back to a system protoc.
 ifeq ($(origin PROTOC), undefined)
-PROTOC := $(shell command -v protoc 2>/dev/null)
+PROTOC := $(shell $(CARGO) fetch -q >/dev/null 2>&1; find $${CARGO_HOME:-$$HOME/.cargo}/registry/src -path '*protoc-bin-vendored-linux-x86_64-*/bin/protoc' 2>/dev/null | sort | tail -1)
 ifeq ($(PROTOC),)
-PROTOC := $(shell $(CARGO) fetch -q >/dev/null 2>&1; find $${CARGO_HOME:-$$HOME/.cargo}/registry/src -path '*protoc-bin-vendored-linux-x86_64-*/bin/protoc' 2>/dev/null | head -1)
+PROTOC := $(shell command -v protoc 2>/dev/null)
 endif
 endif
 export PROTOC
 
-.PHONY: all build demo test deps lint fmt clean
+.PHONY: all build demo test deps llm-setup lint fmt clean
 
 all: build
 
@@ -31,13 +32,17 @@ demo: build
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
 
+## llm-setup: the local model for the real-model e2e test (.venv-llm; fast when present)
+llm-setup:
+	@bash scripts/llm-setup.sh
+
 ## lint: formatting and clippy with warnings denied
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: everything — lint, unit and property tests, end-to-end tests with real processes
-test: deps lint build
+test: deps llm-setup lint build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

@@ -18,6 +18,9 @@ if [ -x "$VENV/bin/python" ] \
   exit 0
 fi
 
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  bash scripts/install-deps.sh python3 python3-venv
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
     # Debian's python3 needs python3-venv for `-m venv`.

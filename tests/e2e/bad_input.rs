@@ -112,6 +112,7 @@ fn worker_results_get_precise_statuses_and_change_nothing() {
                 task: "Design a payments ledger".into(),
                 roles: vec!["backend".into()],
                 max_rounds: 2,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -349,6 +350,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
                     task: task.into(),
                     roles,
                     max_rounds: 0,
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();
@@ -359,6 +361,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
                 task: "Design X".into(),
                 roles: vec![],
                 max_rounds: 1000,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -370,6 +373,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
                 task: huge,
                 roles: vec![],
                 max_rounds: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -386,6 +390,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
                 task: "Design X".into(),
                 roles: vec![],
                 max_rounds: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -440,7 +440,7 @@ fn sessions_in_flight_survive_an_etcd_restart() {
         s.round >= 1
     });
 
-    mesh.etcd.stop();
+    mesh.etcd.stop().expect("stop etcd");
     std::thread::sleep(Duration::from_secs(2));
     mesh.etcd.start_again().expect("restart etcd");
 
@@ -467,7 +467,7 @@ fn sessions_in_flight_survive_an_etcd_restart() {
 #[test]
 fn a_coordinator_waits_for_an_unreachable_etcd_then_leads() {
     let mut mesh = EtcdMesh::start(0);
-    mesh.etcd.stop();
+    mesh.etcd.stop().expect("stop etcd");
     // Start a coordinator against the stopped etcd: it must wait, not die.
     let opts = CoordinatorOpts {
         extra: vec!["--etcd".into(), mesh.etcd.endpoint()],

@@ -30,6 +30,15 @@ fn js(browser: &Browser, script: &str) -> Value {
         .unwrap_or_else(|e| panic!("script failed: {e}\n{script}\n{}", browser.log_tail()))
 }
 
+/// The rendered text of the first element matching `css`. The view re-renders sections
+/// as events arrive, so a reference can go stale between find and read: retried.
+fn visible_text(browser: &Browser, css: &str) -> String {
+    browser.wait_for(Duration::from_secs(10), css, |b| match b.find(css)? {
+        Some(el) => b.text(&el).map(Some),
+        None => Ok(None),
+    })
+}
+
 /// What the session view shows now, read in one script so the numbers agree.
 const SNAPSHOT: &str = r#"
 const status = document.getElementById('session-status');
@@ -152,13 +161,15 @@ fn dashboard_follows_a_session_live_to_consensus() {
         Ok((n == json!(entries)).then_some(()))
     });
 
-    let outcome = browser.element("#outcome").expect("outcome");
-    let outcome_text = browser.text(&outcome).expect("outcome text");
+    let outcome_text = visible_text(&browser, "#outcome");
     assert!(outcome_text.contains("CONSENSUS"), "{outcome_text}");
     assert!(outcome_text.contains(&final_hash), "{outcome_text}");
     assert_eq!(
-        browser.attribute(&outcome, "data-status").expect("attr"),
-        Some("CONSENSUS".into())
+        js(
+            &browser,
+            "return document.getElementById('outcome').dataset.status;"
+        ),
+        json!("CONSENSUS")
     );
 
     let signed: BTreeSet<String> = js(
@@ -173,8 +184,7 @@ fn dashboard_follows_a_session_live_to_consensus() {
     .collect();
     let all: BTreeSet<String> = ALL_ROLES.iter().map(|r| r.to_string()).collect();
     assert_eq!(signed, all, "every role signs the final proposal");
-    let signoff_count = browser.element("#signoff-count").expect("count");
-    assert_eq!(browser.text(&signoff_count).expect("text"), "7 / 7");
+    assert_eq!(visible_text(&browser, "#signoff-count"), "7 / 7");
 
     let view = js(
         &browser,
@@ -204,16 +214,42 @@ fn dashboard_follows_a_session_live_to_consensus() {
     assert_eq!(view["conn"], json!("ended"), "the stream is closed: {view}");
     assert_eq!(view["diff"], json!(["samea", "delb", "samec", "addd"]));
 
+    // The download links serve the communication file and the lossless JSON.
+    let links = js(
+        &browser,
+        "return [document.getElementById('download-md').href,
+                 document.getElementById('download-json').href];",
+    );
+    let md = http("GET", links[0].as_str().expect("md link"), &[], None).expect("md");
+    assert_eq!(md.status, 200);
+    assert!(md.body.starts_with("### [SUPERVISOR] ["), "{}", md.body);
+    assert!(md.body.contains("**Type**: FRAMEWORK"));
+    let export = http("GET", links[1].as_str().expect("json link"), &[], None).expect("json");
+    assert_eq!(export.status, 200);
+    assert_eq!(
+        export.json()["entries"].as_array().map(Vec::len),
+        Some(entries)
+    );
+
     // The README's picture: the final session view.
     js(&browser, "window.scrollTo(0, 0); return null;");
     std::thread::sleep(Duration::from_millis(500)); // let the entry fade-in finish
-    let png = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+    // Saved beside the build output; `UPDATE_SCREENSHOT=1` refreshes the README's copy
+    // in docs/ instead, so an ordinary test run leaves the work tree clean.
+    let png = if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png")
+    } else {
+        agentmesh_e2e::log_dir().join("dashboard.png")
+    };
     browser.save_screenshot(&png).expect("screenshot");
     let bytes = std::fs::read(&png).expect("read screenshot");
     assert!(
         bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
         "a real PNG"
     );
+
+    let errors = browser.console_errors().expect("console log");
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
 
     // Back to the overview without a reload: the session is listed as ended.
     js(&browser, "location.hash = '#/'; return null;");
@@ -224,6 +260,8 @@ fn dashboard_follows_a_session_live_to_consensus() {
         Ok(b.find(&css)?.map(drop))
     });
     assert_eq!(js(&browser, "return window.__marker;"), json!(1));
+    let errors = browser.console_errors().expect("console log");
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
 }
 
 #[test]
@@ -276,17 +314,20 @@ fn dashboard_renders_hostile_text_inert_and_api_errors_are_json() {
         text.contains("<script>window.__pwned=1</script>"),
         "the literal markup is shown as text"
     );
-    let title = browser.element("#session-task").expect("task heading");
-    assert_eq!(browser.text(&title).expect("text"), hostile);
+    assert_eq!(visible_text(&browser, "#session-task"), hostile);
 
     // The overview lists it as text too.
     js(&browser, "location.hash = '#/'; return null;");
-    let row = browser.wait_for(Duration::from_secs(10), "the session listed", |b| {
-        b.find(&format!(
-            ".session-row[data-session-id=\"{id}\"] .session-task"
-        ))
+    // Read in one script: the overview re-renders its rows as mesh events arrive.
+    let listed = browser.wait_for(Duration::from_secs(10), "the session listed", |b| {
+        let text = b.execute(
+            "const e = document.querySelector(`.session-row[data-session-id=\"${arguments[0]}\"] .session-task`);
+             return e ? e.textContent : null;",
+            vec![json!(id)],
+        )?;
+        Ok(text.as_str().map(str::to_string))
     });
-    assert_eq!(browser.text(&row).expect("text"), hostile);
+    assert_eq!(listed, hostile);
     assert_eq!(
         js(&browser, "return typeof window.__pwned;"),
         json!("undefined")

@@ -15,6 +15,7 @@ mod bad_input;
 mod cluster;
 mod dashboard;
 mod faults;
+mod llm;
 mod negotiation;
 mod service;
 

@@ -239,6 +239,7 @@ impl Cluster {
             task: task.to_string(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             max_rounds,
+            ..Default::default()
         };
         self.rt
             .block_on(async move { client.create_session(request).await })

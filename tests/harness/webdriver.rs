@@ -88,6 +88,16 @@ impl Browser {
         let out = std::fs::File::create(&log).expect("create chromedriver log");
         let err = out.try_clone().expect("clone log handle");
 
+        // Everything that can fail before chromedriver runs is done first: once it runs,
+        // it is owned by the Browser at once, whose drop kills it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = client_builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
         let port = free_port();
         let driver = {
             use std::os::unix::process::CommandExt;
@@ -101,14 +111,6 @@ impl Browser {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawn {chromedriver}: {e}"))
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let client = client_builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("http client");
         let mut browser = Browser {
             rt,
             client,
@@ -123,6 +125,8 @@ impl Browser {
             "capabilities": {
                 "alwaysMatch": {
                     "browserName": "chrome",
+                    // Lets `console_errors` read the page's console (a chromedriver extension).
+                    "goog:loggingPrefs": { "browser": "ALL" },
                     "goog:chromeOptions": {
                         "binary": chromium,
                         "args": [
@@ -300,6 +304,21 @@ impl Browser {
             "/execute/sync",
             Some(json!({ "script": script, "args": args })),
         )
+    }
+
+    /// Uncaught exceptions and `console.error` calls since the last call (chromedriver's
+    /// log extension; failed network requests are left out).
+    pub fn console_errors(&self) -> Result<Vec<String>> {
+        let value = self.cmd("POST", "/se/log", Some(json!({ "type": "browser" })))?;
+        Ok(value
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|e| e["level"] == json!("SEVERE") && e["source"] != json!("network"))
+                    .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// A PNG of the viewport.

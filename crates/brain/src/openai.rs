@@ -123,10 +123,10 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
             .join(""),
         Some(other) => return Err(format!("choices[0].message.content is {other}")),
     };
-    if text.is_empty() {
-        if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
-            text = format!("(refused) {refusal}");
-        }
+    if text.is_empty()
+        && let Some(refusal) = message.get("refusal").and_then(Value::as_str)
+    {
+        text = format!("(refused) {refusal}");
     }
     let finish = choice
         .get("finish_reason")

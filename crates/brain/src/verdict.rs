@@ -141,10 +141,10 @@ pub fn parse_text(text: &str) -> Result<ReviewVerdict, String> {
     if let Some(fenced) = fenced_block(trimmed) {
         candidates.push(fenced);
     }
-    if let (Some(start), Some(end)) = (trimmed.find('{'), trimmed.rfind('}')) {
-        if start < end {
-            candidates.push(&trimmed[start..=end]);
-        }
+    if let (Some(start), Some(end)) = (trimmed.find('{'), trimmed.rfind('}'))
+        && start < end
+    {
+        candidates.push(&trimmed[start..=end]);
     }
     let mut first_error = None;
     for candidate in candidates {

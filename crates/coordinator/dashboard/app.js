@@ -132,6 +132,15 @@
     return d.toLocaleDateString('en-CA') + ' ' + fmtClock(ms);
   }
 
+  function fmtDuration(ms) {
+    if (!(ms > 0)) return '\u2014';
+    const sec = ms / 1000;
+    if (sec < 60) return sec.toFixed(sec < 10 ? 1 : 0) + ' s';
+    const min = Math.floor(sec / 60);
+    if (min < 60) return min + ' min ' + Math.round(sec - 60 * min) + ' s';
+    return Math.floor(min / 60) + ' h ' + (min % 60) + ' min';
+  }
+
   function roundText(s) {
     if (!s) return '';
     return 'Round ' + (s.round || 0) + ' / ' + (s.max_rounds || '?');
@@ -538,7 +547,7 @@
       const flags = [];
       if (w.connected === false) flags.push(h('span', { class: 'pill pill-bad' }, 'disconnected'));
       if (w.draining) flags.push(h('span', { class: 'pill pill-warn' }, 'draining'));
-      if (w.leased) flags.push(h('span', { class: 'pill' }, 'leased'));
+      if (w.leased === false) flags.push(h('span', { class: 'pill pill-warn', title: 'no registry lease' }, 'no lease'));
       return h('div', { class: 'worker', dataset: { workerId: w.worker_id, role: w.role } },
         h('div', { class: 'worker-line' },
           h('span', { class: 'worker-id mono' }, w.worker_id),
@@ -633,7 +642,7 @@
     const st = {
       id: id, session: null, entries: [], bySeq: new Map(), progress: null,
       es: null, timer: 0, disposed: false, filter: 'all',
-      version: null, followLatest: true, mode: 'diff', rendered: [], expanded: new Set(),
+      version: null, followLatest: true, mode: 'diff', rendered: [], live: false,
     };
     add(root, h('p', { class: 'muted loading' }, 'Loading session\u2026'));
 
@@ -658,6 +667,7 @@
       for (const e of t.entries || []) addEntry(e);
       layout();
       render();
+      st.live = true;
       if (isTerminal(st.session.status)) {
         setConn('ended');
       } else {
@@ -694,6 +704,13 @@
         st.progress = null;
         if (st.es) { st.es.close(); st.es = null; }
         setConn('ended');
+        // The server ends the stream here; read the final summary once to be complete.
+        api('GET', '/api/sessions/' + enc(st.id)).then((final) => {
+          if (!st.disposed && final && final.id === st.id && isTerminal(final.status)) {
+            st.session = final;
+            schedule();
+          }
+        }).catch(() => {});
       }
     }
 
@@ -730,7 +747,7 @@
         h('div', { class: 'session-grid' },
           h('div', { class: 'col main' },
             h('section', { class: 'card' },
-              h('div', { class: 'card-head' }, h('h2', null, 'Rounds'), h('span', { class: 'muted small' }, 'phase by phase, live')),
+              h('div', { class: 'card-head' }, h('h2', null, 'Rounds'), els.timelineNote = h('span', { class: 'muted small', id: 'timeline-note' })),
               els.timeline),
             h('section', { class: 'card', id: 'proposals-card' },
               h('div', { class: 'card-head' }, h('h2', null, 'Proposal versions')),
@@ -739,7 +756,7 @@
               h('div', { class: 'card-head' }, h('h2', null, 'Transcript'), els.entryCount),
               els.filter,
               els.entries)),
-          h('div', { class: 'col side' },
+          els.side = h('div', { class: 'col side' },
             els.progress,
             h('section', { class: 'card', id: 'signoffs-card' }, els.signoffHead, els.signoffs),
             h('section', { class: 'card', id: 'verdicts-card' },
@@ -771,8 +788,8 @@
     function renderHeader(s) {
       const tokens = (s.prompt_tokens || 0) + (s.completion_tokens || 0);
       const actions = h('div', { class: 'header-actions' },
-        h('a', { class: 'btn', id: 'download-md', href: '/api/sessions/' + enc(s.id) + '/export.md', download: 'session-' + s.id + '.md' }, 'Download .md'),
-        h('a', { class: 'btn', id: 'download-json', href: '/api/sessions/' + enc(s.id) + '/export.json', download: 'session-' + s.id + '.json' }, 'Download .json'),
+        h('a', { class: 'btn', id: 'download-md', href: '/api/sessions/' + enc(s.id) + '/export.md', download: true }, 'Download .md'),
+        h('a', { class: 'btn', id: 'download-json', href: '/api/sessions/' + enc(s.id) + '/export.json', download: true }, 'Download .json'),
         isTerminal(s.status) ? null
           : h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-session', onclick: cancel }, 'Cancel'));
       fill(els.header,
@@ -804,6 +821,10 @@
       }
     }
 
+    function outcomeHead(title, text) {
+      return h('p', { class: 'outcome-head' }, h('span', { class: 'outcome-title' }, title), h('span', { class: 'outcome-text' }, text));
+    }
+
     function renderOutcome(s) {
       const el = els.outcome;
       el.dataset.status = s.status;
@@ -815,17 +836,14 @@
         fill(el,
           h('div', { class: 'outcome-icon', 'aria-hidden': 'true' }, '\u2713'),
           h('div', { class: 'outcome-body' },
-            h('div', { class: 'outcome-title' }, 'CONSENSUS'),
-            h('p', null, 'All ' + (s.roles || []).length + ' participants signed proposal v' + (version || '?') + ' in round ' + s.round + '.'),
-            h('p', { class: 'hash-line' }, 'final sha256 ', h('code', { id: 'final-hash' }, s.final_hash || '')),
-            s.reason ? h('p', { class: 'muted small' }, s.reason) : null));
+            outcomeHead('CONSENSUS', 'All ' + (s.roles || []).length + ' participants signed proposal v' + (version || '?') + ' in round ' + s.round + '.'),
+            h('p', { class: 'hash-line' }, 'final sha256 ', h('code', { id: 'final-hash' }, s.final_hash || ''))));
       } else if (s.status === 'NO_CONSENSUS') {
         const objections = s.open_objections || [];
         fill(el,
           h('div', { class: 'outcome-icon', 'aria-hidden': 'true' }, '!'),
           h('div', { class: 'outcome-body' },
-            h('div', { class: 'outcome-title' }, 'NO CONSENSUS'),
-            h('p', null, s.reason || 'The rounds ran out before every participant approved one version.'),
+            outcomeHead('NO CONSENSUS', s.reason || 'The rounds ran out before every participant approved one version.'),
             objections.length
               ? h('ul', { class: 'objections', id: 'open-objections' },
                 objections.map((o) => h('li', { dataset: { role: o.role } }, roleChip(o.role), h('span', null, o.concern))))
@@ -834,14 +852,12 @@
         fill(el,
           h('div', { class: 'outcome-icon', 'aria-hidden': 'true' }, s.status === 'FAILED' ? '\u00d7' : '\u2013'),
           h('div', { class: 'outcome-body' },
-            h('div', { class: 'outcome-title' }, s.status),
-            h('p', null, s.reason || 'No reason was given.')));
+            outcomeHead(s.status, s.reason || 'No reason was given.')));
       } else {
         fill(el,
           h('div', { class: 'outcome-icon spin', 'aria-hidden': 'true' }),
           h('div', { class: 'outcome-body' },
-            h('div', { class: 'outcome-title' }, s.status === 'PENDING' ? 'Waiting for workers' : 'Negotiating'),
-            h('p', null, s.status === 'PENDING'
+            outcomeHead(s.status === 'PENDING' ? 'Waiting for workers' : 'Negotiating', s.status === 'PENDING'
               ? 'The session starts when a worker holds every role.'
               : 'Round ' + s.round + ' of at most ' + s.max_rounds + ', phase ' + s.status + '.')));
       }
@@ -874,18 +890,26 @@
           const k = phaseKey(r, phase);
           const list = counts.get(k) || [];
           let state;
-          if (k === current && !terminal) state = 'current';
+          if (terminal && k === lastDone && phase === 'REVIEW') state = 'done final-' + s.status.toLowerCase();
+          else if (k === current && !terminal) state = 'current';
           else if (list.length || k < current || (terminal && k <= lastDone)) state = 'done';
           else state = terminal ? 'skipped' : 'upcoming';
-          grid.appendChild(h('div', { class: 'tl-cell ' + state, dataset: { round: r, phase: phase, state: state }, title: phase + ' \u00b7 round ' + r },
+          grid.appendChild(h('div', { class: 'tl-cell ' + state, dataset: { round: r, phase: phase, state: state.split(' ')[0] }, title: phase + ' \u00b7 round ' + r },
             cellLabel(phase, list, state)));
         }
       }
       fill(els.timeline, grid);
+      els.timelineNote.textContent = terminal
+        ? 'ended in ' + (s.round ? 'round ' + s.round : 'setup')
+        : s.status === 'PENDING' ? 'waiting to start' : 'live \u00b7 phase by phase';
     }
 
     function cellLabel(phase, list, state) {
-      if (!list.length) return state === 'current' ? h('span', { class: 'tl-live' }, 'live') : null;
+      if (!list.length) {
+        if (state !== 'current') return null;
+        const info = progressInfo(st.session);
+        return h('span', { class: 'tl-live' }, 'live ' + info.done + '/' + info.roles.length);
+      }
       if (phase === 'SYNTHESIZE') {
         const p = list[list.length - 1];
         return h('span', { class: 'tl-version' }, 'v' + (p.proposal_version || '?'));
@@ -898,20 +922,13 @@
       return h('span', { class: 'tl-count' }, plural(list.length, 'entry', 'entries'));
     }
 
-    function renderProgress(s) {
-      const el = els.progress;
-      const head = h('div', { class: 'card-head' }, h('h2', null, 'Current phase'));
-      if (isTerminal(s.status)) {
-        el.dataset.status = s.status;
-        fill(el, head, h('p', { class: 'muted', id: 'progress-summary' }, 'The session has ended (' + (STATUS_LABELS[s.status] || s.status) + ').'));
-        return;
-      }
+    /** Who is expected in the current phase, who has answered, who is awaited. */
+    function progressInfo(s) {
       const p = st.progress && st.progress.status === s.status && st.progress.round === s.round
         ? st.progress
         : (st.progress && phaseKey(st.progress.round, st.progress.status) > phaseKey(s.round, s.status) ? st.progress : null);
       const status = p ? p.status : s.status;
       const round = p ? p.round : s.round;
-      el.dataset.status = status;
       const answered = new Set(p ? p.answered : []);
       for (const e of st.entries) if (e.round === round && e.phase === status) answered.add(e.role);
       let roles;
@@ -922,15 +939,42 @@
       roles = roles.filter(Boolean);
       const awaiting = new Set(p ? p.awaiting.filter((r) => !answered.has(r)) : roles.filter((r) => !answered.has(r)));
       const done = roles.filter((r) => answered.has(r)).length;
-      fill(el, head,
+      return { status: status, round: round, roles: roles, answered: answered, awaiting: awaiting, done: done };
+    }
+
+    function renderProgress(s) {
+      const el = els.progress;
+      els.side.classList.toggle('ended', isTerminal(s.status));
+      if (isTerminal(s.status)) {
+        el.dataset.status = s.status;
+        const objections = st.entries.filter((e) => e.verdict === 'OBJECT').length;
+        const tokens = (s.prompt_tokens || 0) + (s.completion_tokens || 0);
+        const kv = (k, v) => [h('dt', null, k), h('dd', null, v)];
+        fill(el, h('div', { class: 'card-head' }, h('h2', null, 'Summary')),
+          h('p', { class: 'muted small', id: 'progress-summary' }, 'The session has ended (' + (STATUS_LABELS[s.status] || s.status) + ').'),
+          h('dl', { class: 'kv' },
+            kv('Rounds used', (s.round || 0) + ' of ' + s.max_rounds),
+            kv('Proposal versions', String(proposals().length)),
+            kv('Transcript entries', String(st.entries.length)),
+            kv('Objections raised', String(objections)),
+            kv('Duration', fmtDuration((s.updated_ms || 0) - (s.created_ms || 0))),
+            tokens ? kv('Model tokens', num(s.prompt_tokens) + ' in \u00b7 ' + num(s.completion_tokens) + ' out') : null));
+        return;
+      }
+      const info = progressInfo(s);
+      el.dataset.status = info.status;
+      fill(el, h('div', { class: 'card-head' }, h('h2', null, 'Current phase')),
         h('p', { class: 'progress-title', id: 'progress-summary' },
-          statusBadge(status), ' ', round ? 'round ' + round : 'setup', ' \u00b7 ', done + ' of ' + roles.length + ' answered'),
-        h('div', { class: 'progress-bar' }, h('div', { class: 'progress-fill', style: { width: (roles.length ? Math.round(100 * done / roles.length) : 0) + '%' } })),
-        h('ul', { class: 'progress-roles' }, roles.map((r) => {
-          const state = answered.has(r) ? 'answered' : awaiting.has(r) ? 'awaiting' : 'idle';
+          statusBadge(info.status), ' ', info.round ? 'round ' + info.round : 'setup', ' \u00b7 ',
+          info.status === 'PENDING' ? 'waiting for workers' : info.done + ' of ' + info.roles.length + ' answered'),
+        h('div', { class: 'progress-bar' }, h('div', { class: 'progress-fill', style: { width: (info.roles.length ? Math.round(100 * info.done / info.roles.length) : 0) + '%' } })),
+        h('ul', { class: 'progress-roles' }, info.roles.map((r) => {
+          const state = info.answered.has(r) ? 'answered' : info.awaiting.has(r) ? 'awaiting' : 'idle';
+          const label = state === 'answered' ? 'answered'
+            : state === 'awaiting' && info.status !== 'PENDING' ? 'thinking\u2026' : '';
           return h('li', { class: 'progress-role ' + state, dataset: { role: r, state: state } },
             h('span', { class: 'dot', 'aria-hidden': 'true' }), roleChip(r),
-            h('span', { class: 'muted small' }, state === 'answered' ? 'answered' : state === 'awaiting' ? 'thinking\u2026' : ''));
+            h('span', { class: 'muted small' }, label));
         })));
     }
 
@@ -961,7 +1005,7 @@
           return h('li', { class: 'signoff' + (e ? ' signed' : ''), dataset: { role: r, signed: e ? 'true' : 'false' } },
             h('span', { class: 'sig-mark', 'aria-hidden': 'true' }, e ? '\u2713' : '\u2022'),
             roleChip(r),
-            h('span', { class: 'mono small muted worker-ref' }, assignments[r] || ''),
+            h('span', { class: 'mono small muted worker-ref' }, (e && e.worker_id) || assignments[r] || ''),
             h('span', { class: 'small ' + (e ? 'ok-text' : 'muted') }, e ? 'signed ' + fmtClock(entryTime(e)) : 'not signed'));
         })));
     }
@@ -1026,8 +1070,10 @@
         renderDiff(body, rows);
       } else {
         if (st.mode === 'diff') meta.appendChild(document.createTextNode(' \u00b7 first version'));
-        const lines = splitLines(cur.entry.content);
-        lines.forEach((text, i) => body.appendChild(diffRow({ kind: 'same', text: text, a: 0, b: i + 1 })));
+        body.classList.add('full');
+        splitLines(cur.entry.content).forEach((text, i) => body.appendChild(
+          h('div', { class: 'diff-line same' }, h('span', { class: 'ln' }, String(i + 1)),
+            h('span', { class: 'code' }, text === '' ? '\u00a0' : text))));
       }
       fill(el, h('div', { class: 'proposal-bar' }, tabs, modes), meta, body);
     }
@@ -1061,7 +1107,9 @@
           els.entries.appendChild(h('div', { class: 'round-divider', dataset: { round: e.round } },
             h('span', null, e.round === 0 ? 'Setup' : 'Round ' + e.round)));
         }
-        els.entries.appendChild(entryCard(e));
+        const card = entryCard(e);
+        if (st.live) card.classList.add('fresh');
+        els.entries.appendChild(card);
         st.rendered.push(e.seq);
       }
       applyFilter();
@@ -1103,7 +1151,7 @@
           h('span', { class: 'seq mono' }, '#' + e.seq),
           roleChip(e.role),
           typeBadge(e.type),
-          e.phase === 'SYNTHESIZE' && e.proposal_version ? h('span', { class: 'badge version' }, 'v' + e.proposal_version) : null,
+          e.proposal_version ? h('span', { class: 'badge version', title: e.proposal_hash ? 'sha256 ' + e.proposal_hash : null }, 'v' + e.proposal_version) : null,
           verdictBadge(e.verdict),
           h('span', { class: 'entry-meta muted small' },
             (e.round === 0 ? 'setup' : 'R' + e.round) + ' \u00b7 ' + e.phase + ' \u00b7 ' + fmtClock(entryTime(e)),

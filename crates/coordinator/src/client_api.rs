@@ -30,7 +30,7 @@ impl SessionService for ClientApi {
         let r = request.into_inner();
         let summary = self
             .mesh
-            .create_session(term, r.task, r.roles, r.max_rounds)
+            .create_session_in(term, r.task, r.roles, r.max_rounds, r.broadcast_rounds)
             .await?;
         Ok(Response::new(v1::Session::from(&summary)))
     }

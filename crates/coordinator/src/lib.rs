@@ -283,14 +283,9 @@ impl Mesh {
                     continue;
                 }
             };
-            let spec = SessionSpec {
-                id: header.id.clone(),
-                task: header.task.clone(),
-                specialists: header.roles.iter().skip(1).cloned().collect(),
-                max_rounds: header.max_rounds,
-            };
-            match Session::restore_with_history(
-                spec,
+            match Session::restore_in(
+                header.mode(),
+                header.spec(),
                 self.config.session_config(),
                 header.created_ms,
                 &entries,
@@ -352,14 +347,9 @@ impl Mesh {
             .entries(id, 1)
             .await
             .map_err(|e| MeshError::Store(e.to_string()))?;
-        let spec = SessionSpec {
-            id: header.id.clone(),
-            task: header.task.clone(),
-            specialists: header.roles.iter().skip(1).cloned().collect(),
-            max_rounds: header.max_rounds,
-        };
-        let (replayed, _, history) = Session::restore_with_history(
-            spec,
+        let (replayed, _, history) = Session::restore_in(
+            header.mode(),
+            header.spec(),
             self.config.session_config(),
             header.created_ms,
             &entries,
@@ -404,6 +394,20 @@ impl Mesh {
         roles: Vec<String>,
         max_rounds: u32,
     ) -> Result<SessionSummary, MeshError> {
+        self.create_session_in(term, task, roles, max_rounds, 0)
+            .await
+    }
+
+    /// [`Mesh::create_session`]; `broadcast_rounds` > 0 makes it a broadcast (benchmark)
+    /// session ([`agentmesh_core::SessionMode::Broadcast`]).
+    pub async fn create_session_in(
+        self: &Arc<Self>,
+        term: Term,
+        task: String,
+        roles: Vec<String>,
+        max_rounds: u32,
+        broadcast_rounds: u32,
+    ) -> Result<SessionSummary, MeshError> {
         if self.shutdown.is_cancelled() {
             return Err(MeshError::ShuttingDown);
         }
@@ -426,7 +430,10 @@ impl Mesh {
             },
         };
         spec.validate()?;
-        let (session, effects) = Session::new(spec, self.config.session_config(), now_ms());
+        let mode = agentmesh_core::SessionMode::from_broadcast_rounds(broadcast_rounds);
+        mode.validate()?;
+        let (session, effects) =
+            Session::new_in(mode, spec, self.config.session_config(), now_ms());
         let summary = session.summary();
         let id = summary.id.clone();
         // The client is told the session exists only once the store holds it.
@@ -670,14 +677,16 @@ pub async fn run(
     };
 
     tracing::info!(%addr, advertise = %listeners.advertise, "coordinator listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+    // Turn requests, results and acks are small and latency-bound: no Nagle delay. Set on
+    // the incoming stream, since the builder's `tcp_nodelay` only applies to listeners
+    // tonic binds itself.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         // Detect a dead worker connection (cable cut, frozen peer) even when no
         // message is due; heartbeats cover the application level.
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Turn requests and results are small and latency-bound.
-        .tcp_nodelay(true)
         // Outermost, so it sees the answers tonic gives before any handler runs: an
         // oversized request must read RESOURCE_EXHAUSTED, whichever service it hit.
         .layer(tower::util::MapResponseLayer::new(

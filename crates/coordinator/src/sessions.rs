@@ -165,11 +165,12 @@ impl SessionActor {
                     Err(rejection) => {
                         let _ = ack.send(Err(rejection.into()));
                     }
-                    Ok(applied) => {
+                    Ok(mut applied) => {
                         if !applied.duplicate {
                             self.mesh.registry.count_turn(&worker_id);
                         }
-                        let effects = applied.effects.clone();
+                        // The ack needs only the seq: the effects (and the entry) move on.
+                        let effects = std::mem::take(&mut applied.effects);
                         // Acknowledged once its entry (or, for a duplicate, the original)
                         // is written: maybe now, maybe when the phase completes.
                         let fresh = !applied.duplicate;
@@ -237,19 +238,27 @@ impl SessionActor {
     /// back; anything else first writes the header and every held entry in one write.
     async fn carry_out(&mut self, effects: Vec<Effect>, force_write: bool) -> Result<(), Stop> {
         let mut write_now = force_write;
-        for effect in &effects {
+        let mut rest = Vec::with_capacity(effects.len());
+        for effect in effects {
             match effect {
-                Effect::Appended(entry) => self.unwritten.push(entry.clone()),
+                Effect::Appended(entry) => self.unwritten.push(entry),
                 // Everything else changes the header or sends something out: write first.
-                _ => write_now = true,
+                other => {
+                    write_now = true;
+                    rest.push(other);
+                }
             }
         }
-        if write_now {
-            self.write().await?;
-        }
+        // Status events and releases show the header just written. (Only a transition
+        // that appended an entry and nothing else writes nothing, and needs no summary.)
+        let summary = if write_now {
+            self.write().await?
+        } else {
+            self.release_acks();
+            return Ok(());
+        };
         let now = crate::now_ms();
-        let summary = self.session.summary();
-        for effect in effects {
+        for effect in rest {
             match effect {
                 // Published by `write`, in seq order, once durable.
                 Effect::Appended(_) => {}
@@ -258,9 +267,9 @@ impl SessionActor {
                     tracing::info!(%status, round, "status");
                     let snapshot = v1::Session::from(&summary);
                     self.mesh.publish(if status.is_terminal() {
-                        MeshEvent::SessionEnded(snapshot)
+                        MeshEvent::SessionEnded(snapshot.clone())
                     } else {
-                        MeshEvent::PhaseChanged(snapshot)
+                        MeshEvent::PhaseChanged(snapshot.clone())
                     });
                     self.log.push(
                         &summary.id,
@@ -271,7 +280,7 @@ impl SessionActor {
                             reason: summary.reason.clone(),
                             awaiting,
                         }),
-                        Some(v1::Session::from(&summary)),
+                        Some(snapshot),
                     );
                 }
                 Effect::NeedWorker { role } => {
@@ -309,7 +318,7 @@ impl SessionActor {
     /// Writes the header and every held entry in one fenced store write, then publishes
     /// the entries. Retries while the store is unreachable; stops the actor when the
     /// store says this coordinator no longer leads.
-    async fn write(&mut self) -> Result<(), Stop> {
+    async fn write(&mut self) -> Result<SessionSummary, Stop> {
         let summary = self.session.summary();
         let mut delay = Duration::from_millis(100);
         // After an unanswered write, etcd may have committed it anyway.
@@ -358,7 +367,7 @@ impl SessionActor {
                 None,
             );
         }
-        Ok(())
+        Ok(summary)
     }
 
     /// Tells watchers who has answered so far in the current phase. The answers
@@ -370,7 +379,7 @@ impl SessionActor {
         let participants = self.session.participants();
         let speakers: &[String] = match phase {
             Phase::Framing | Phase::Synthesize => &participants[..1],
-            Phase::Contribute => &participants[1..],
+            Phase::Contribute => &self.session.spec().specialists,
             Phase::Review => participants,
         };
         let awaiting: Vec<String> = self.session.awaiting().map(str::to_string).collect();
@@ -472,11 +481,18 @@ impl SessionActor {
         if cursor > transcript.len() as u64 {
             cursor = 0;
         }
-        let delta = transcript[cursor as usize..]
-            .iter()
-            .map(v1::Entry::from)
-            .collect();
-        let header = (cursor == 0 && !self.announced.contains(worker_id)).then(|| {
+        // A broadcast (benchmark) session's workers answer blind: its turns carry no
+        // transcript, so a round costs what the round machinery costs.
+        let blind = self.session.mode().is_broadcast();
+        let delta = if blind {
+            Vec::new()
+        } else {
+            transcript[cursor as usize..]
+                .iter()
+                .map(v1::Entry::from)
+                .collect()
+        };
+        let header = ((cursor == 0 || blind) && !self.announced.contains(worker_id)).then(|| {
             let spec = self.session.spec();
             v1::SessionHeader {
                 session_id: spec.id.clone(),

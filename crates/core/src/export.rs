@@ -72,6 +72,13 @@ pub struct SessionDoc {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// A broadcast (benchmark) session's rounds; absent for a negotiation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub broadcast_rounds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One entry of the JSON export.
@@ -129,6 +136,7 @@ impl ExportDoc {
                 entry_count: session.entry_count,
                 prompt_tokens: session.prompt_tokens,
                 completion_tokens: session.completion_tokens,
+                broadcast_rounds: session.broadcast_rounds,
             },
             entries: entries.iter().map(EntryDoc::from).collect(),
         }
@@ -154,6 +162,7 @@ impl ExportDoc {
             entry_count: s.entry_count,
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
+            broadcast_rounds: s.broadcast_rounds,
         };
         let entries = self
             .entries
@@ -305,6 +314,7 @@ mod tests {
             entry_count: 1,
             prompt_tokens: 1234,
             completion_tokens: 56,
+            broadcast_rounds: 0,
         };
         let text = json(&summary, std::slice::from_ref(&e));
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -26,7 +26,7 @@ pub mod utc;
 pub use entry::{Entry, EntryType, Phase, Verdict};
 pub use session::{
     Applied, Effect, Input, Objection, RejectKind, Rejection, Reply, Session, SessionConfig,
-    SessionSpec, SessionSummary, Status, TurnKey,
+    SessionMode, SessionSpec, SessionSummary, Status, TurnKey,
 };
 
 /// The role that frames, synthesizes and leads every session.

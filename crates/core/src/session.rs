@@ -8,6 +8,14 @@
 //! any non-terminal ──cancel──▶ CANCELLED      any non-terminal ──deadline / give-up──▶ FAILED
 //! ```
 //!
+//! A [`SessionMode::Broadcast`] session (the benchmark's round, `mesh-bench`) has no
+//! supervisor and no negotiation: every round is one CONTRIBUTE phase to every specialist.
+//!
+//! ```text
+//! PENDING ──all roles assigned──▶ CONTRIBUTE(1) ──all specialists──▶ CONTRIBUTE(2) ──▶ …
+//!   CONTRIBUTE(R) ──all specialists──▶ COMPLETED
+//! ```
+//!
 //! [`Session::apply`] is the one transition function: it takes the current time and an
 //! [`Input`], and returns the [`Effect`]s the driver must carry out, or a [`Rejection`]
 //! that changed nothing. It never reads a clock: deadlines are compared with the `now`
@@ -114,7 +122,64 @@ pub fn validate_role(role: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a session is. The last four are terminal: nothing leaves them.
+/// How a session runs: the negotiation, or the benchmark's broadcast rounds.
+///
+/// Kept beside the [`SessionSpec`] (not in it) so that every existing spec literal still
+/// means a negotiation; it is persisted in the header as
+/// [`SessionSummary::broadcast_rounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum SessionMode {
+    /// Supervisor-led rounds until consensus or `max_rounds` (the module diagram).
+    #[default]
+    Negotiation,
+    /// No supervisor and no verdicts: `rounds` rounds of one CONTRIBUTE phase to every
+    /// specialist, then [`Status::Completed`]. `max_rounds` does not apply. A load
+    /// generator for measuring the round machinery (dispatch, collect, write, publish).
+    Broadcast { rounds: u32 },
+}
+
+impl SessionMode {
+    /// The most rounds a broadcast session may ask for.
+    pub const MAX_BROADCAST_ROUNDS: u32 = 1_000_000;
+
+    /// A client's `broadcast_rounds` field: 0 means a negotiation.
+    pub fn from_broadcast_rounds(rounds: u32) -> SessionMode {
+        if rounds == 0 {
+            SessionMode::Negotiation
+        } else {
+            SessionMode::Broadcast { rounds }
+        }
+    }
+
+    /// The rounds of a broadcast session; 0 for a negotiation.
+    pub fn broadcast_rounds(self) -> u32 {
+        match self {
+            SessionMode::Negotiation => 0,
+            SessionMode::Broadcast { rounds } => rounds,
+        }
+    }
+
+    pub fn is_broadcast(self) -> bool {
+        matches!(self, SessionMode::Broadcast { .. })
+    }
+
+    /// Checks the mode (INVALID_ARGUMENT): a broadcast runs 1 to 1,000,000 rounds.
+    pub fn validate(self) -> Result<(), Rejection> {
+        match self {
+            SessionMode::Broadcast { rounds }
+                if rounds == 0 || rounds > Self::MAX_BROADCAST_ROUNDS =>
+            {
+                Err(Rejection::invalid(format!(
+                    "broadcast_rounds must be between 1 and {}",
+                    Self::MAX_BROADCAST_ROUNDS
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a session is. The last five are terminal: nothing leaves them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -127,13 +192,19 @@ pub enum Status {
     NoConsensus,
     Cancelled,
     Failed,
+    /// A broadcast session ran all its rounds ([`SessionMode::Broadcast`] only).
+    Completed,
 }
 
 impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Status::Consensus | Status::NoConsensus | Status::Cancelled | Status::Failed
+            Status::Consensus
+                | Status::NoConsensus
+                | Status::Cancelled
+                | Status::Failed
+                | Status::Completed
         )
     }
 
@@ -168,6 +239,7 @@ impl Status {
             Status::NoConsensus => "NO_CONSENSUS",
             Status::Cancelled => "CANCELLED",
             Status::Failed => "FAILED",
+            Status::Completed => "COMPLETED",
         }
     }
 }
@@ -333,6 +405,32 @@ pub struct SessionSummary {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// A broadcast session's rounds ([`SessionMode::Broadcast`]); 0 for a negotiation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub broadcast_rounds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl SessionSummary {
+    /// How the session runs, as its header says.
+    pub fn mode(&self) -> SessionMode {
+        SessionMode::from_broadcast_rounds(self.broadcast_rounds)
+    }
+
+    /// The spec the session was created with, rebuilt from its header (for a coordinator
+    /// that resumes or replays it). The supervisor, when it takes part, is listed first.
+    pub fn spec(&self) -> SessionSpec {
+        let skip = usize::from(!self.mode().is_broadcast());
+        SessionSpec {
+            id: self.id.clone(),
+            task: self.task.clone(),
+            specialists: self.roles.iter().skip(skip).cloned().collect(),
+            max_rounds: self.max_rounds,
+        }
+    }
 }
 
 /// The current proposal version.
@@ -346,6 +444,7 @@ struct Proposal {
 #[derive(Debug, Clone)]
 pub struct Session {
     spec: SessionSpec,
+    mode: SessionMode,
     config: SessionConfig,
     /// Supervisor first, then the specialists in the order given.
     participants: Vec<String>,
@@ -364,6 +463,10 @@ pub struct Session {
     /// Every accepted turn: its key -> (worker, seq). Makes duplicates idempotent.
     accepted: BTreeMap<TurnKey, (String, u64)>,
     transcript: Vec<Entry>,
+    /// Model tokens summed over `transcript`, kept as entries are appended so that a
+    /// summary costs nothing per entry.
+    prompt_tokens: u64,
+    completion_tokens: u64,
     proposal: Option<Proposal>,
     /// Verdicts of the current review: role -> (verdict, concerns).
     reviews: BTreeMap<String, (Verdict, Vec<String>)>,
@@ -372,13 +475,28 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session in PENDING. The returned effects ask for a worker of every role.
+    /// A new negotiation in PENDING. The returned effects ask for a worker of every role.
     pub fn new(spec: SessionSpec, config: SessionConfig, now_ms: i64) -> (Session, Vec<Effect>) {
-        let mut participants = vec![crate::SUPERVISOR.to_string()];
+        Self::new_in(SessionMode::Negotiation, spec, config, now_ms)
+    }
+
+    /// A new session of `mode` in PENDING. The returned effects ask for a worker of every
+    /// role (a broadcast session has no supervisor).
+    pub fn new_in(
+        mode: SessionMode,
+        spec: SessionSpec,
+        config: SessionConfig,
+        now_ms: i64,
+    ) -> (Session, Vec<Effect>) {
+        let mut participants = Vec::with_capacity(spec.specialists.len() + 1);
+        if !mode.is_broadcast() {
+            participants.push(crate::SUPERVISOR.to_string());
+        }
         participants.extend(spec.specialists.iter().cloned());
         let session = Session {
             deadline_ms: now_ms.saturating_add(config.pending_timeout_ms),
             spec,
+            mode,
             config,
             status: Status::Pending,
             round: 0,
@@ -390,6 +508,8 @@ impl Session {
             failures: BTreeMap::new(),
             accepted: BTreeMap::new(),
             transcript: Vec::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
             proposal: None,
             reviews: BTreeMap::new(),
             open_objections: Vec::new(),
@@ -424,11 +544,30 @@ impl Session {
             .map(|(session, effects, _)| (session, effects))
     }
 
+    /// [`Session::restore_with_history`] of a negotiation.
+    pub fn restore_with_history(
+        spec: SessionSpec,
+        config: SessionConfig,
+        created_ms: i64,
+        transcript: &[Entry],
+        now_ms: i64,
+    ) -> Result<(Session, Vec<Effect>, Vec<Effect>), String> {
+        Self::restore_in(
+            SessionMode::Negotiation,
+            spec,
+            config,
+            created_ms,
+            transcript,
+            now_ms,
+        )
+    }
+
     /// [`Session::restore`], plus the session's history: every `Appended` and
     /// `StatusChanged` effect the original run produced, in order. Status changes are a
     /// function of the transcript, so a new leader rebuilds exactly the event sequence
     /// watchers saw (only an ending by cancellation or failure is not in the transcript).
-    pub fn restore_with_history(
+    pub fn restore_in(
+        mode: SessionMode,
         spec: SessionSpec,
         config: SessionConfig,
         created_ms: i64,
@@ -443,7 +582,7 @@ impl Session {
                     .filter(|e| matches!(e, Effect::Appended(_) | Effect::StatusChanged { .. })),
             )
         };
-        let (mut session, _) = Session::new(spec, config, created_ms);
+        let (mut session, _) = Session::new_in(mode, spec, config, created_ms);
         let id = session.spec.id.clone();
         let corrupt = |entry: &Entry, why: String| {
             format!(
@@ -557,6 +696,9 @@ impl Session {
     pub fn spec(&self) -> &SessionSpec {
         &self.spec
     }
+    pub fn mode(&self) -> SessionMode {
+        self.mode
+    }
     pub fn status(&self) -> Status {
         self.status
     }
@@ -614,8 +756,9 @@ impl Session {
             open_objections: self.open_objections.clone(),
             assignments: self.assignments.clone(),
             entry_count: self.transcript.len() as u64,
-            prompt_tokens: self.transcript.iter().map(|e| e.prompt_tokens).sum(),
-            completion_tokens: self.transcript.iter().map(|e| e.completion_tokens).sum(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            broadcast_rounds: self.mode.broadcast_rounds(),
         }
     }
 
@@ -689,7 +832,14 @@ impl Session {
         let mut effects = Vec::new();
         if self.status == Status::Pending {
             if self.assignments.len() == self.participants.len() {
-                self.enter_phase(now_ms, Phase::Framing, 0, &mut effects);
+                match self.mode {
+                    SessionMode::Negotiation => {
+                        self.enter_phase(now_ms, Phase::Framing, 0, &mut effects)
+                    }
+                    SessionMode::Broadcast { .. } => {
+                        self.enter_phase(now_ms, Phase::Contribute, 1, &mut effects)
+                    }
+                }
             }
         } else if let Some(&attempt) = self.awaiting.get(&role) {
             // The replacement takes over the open turn under the attempt that losing the
@@ -784,6 +934,10 @@ impl Session {
         self.awaiting.remove(&turn.role);
         self.failures.remove(&turn.role);
         self.updated_ms = now_ms;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(entry.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(entry.completion_tokens);
         self.transcript.push(entry.clone());
         self.record_effect_of(&entry, now_ms, &mut effects);
         effects.insert(0, Effect::Appended(entry));
@@ -903,7 +1057,18 @@ impl Session {
         }
         match entry.phase {
             Phase::Framing => self.enter_phase(now_ms, Phase::Contribute, 1, effects),
-            Phase::Contribute => self.enter_phase(now_ms, Phase::Synthesize, self.round, effects),
+            Phase::Contribute => match self.mode {
+                SessionMode::Negotiation => {
+                    self.enter_phase(now_ms, Phase::Synthesize, self.round, effects)
+                }
+                SessionMode::Broadcast { rounds } if self.round >= rounds => {
+                    let reason = format!("completed {rounds} broadcast round(s)");
+                    self.finish(now_ms, Status::Completed, reason, effects);
+                }
+                SessionMode::Broadcast { .. } => {
+                    self.enter_phase(now_ms, Phase::Contribute, self.round + 1, effects)
+                }
+            },
             Phase::Synthesize => self.enter_phase(now_ms, Phase::Review, self.round, effects),
             Phase::Review => self.conclude_review(now_ms, effects),
         }

@@ -41,6 +41,7 @@ pub async fn run(
             task: request.task,
             roles: request.roles,
             max_rounds: request.max_rounds,
+            ..Default::default()
         })
         .await?
         .into_inner();

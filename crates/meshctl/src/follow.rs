@@ -137,7 +137,7 @@ pub fn is_transient(code: Code) -> bool {
 /// Why one watch attempt stopped.
 enum Interrupted {
     /// The session ended; this is its final state.
-    Ended(v1::Session),
+    Ended(Box<v1::Session>),
     /// The stream broke; worth another try.
     Broken(String),
 }
@@ -178,7 +178,7 @@ pub async fn follow(
                     Interrupted::Ended(session) => {
                         out.write_all(render::outcome(&session).as_bytes())?;
                         out.flush()?;
-                        return Ok(session);
+                        return Ok(*session);
                     }
                     Interrupted::Broken(why) => why,
                 }
@@ -271,7 +271,7 @@ async fn watch_once(
                         .await?
                         .into_inner(),
                 };
-                return Ok(Interrupted::Ended(session));
+                return Ok(Interrupted::Ended(Box::new(session)));
             }
         }
     }

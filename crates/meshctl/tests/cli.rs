@@ -544,6 +544,7 @@ fn run_prints_the_session_id_first_and_follows() {
             task: "Design a rate limiter".into(),
             roles: vec!["backend".into()],
             max_rounds: 1,
+            ..Default::default()
         }]
     );
     server.kill();

@@ -105,6 +105,7 @@ impl From<core::Status> for v1::SessionStatus {
             core::Status::NoConsensus => v1::SessionStatus::NoConsensus,
             core::Status::Cancelled => v1::SessionStatus::Cancelled,
             core::Status::Failed => v1::SessionStatus::Failed,
+            core::Status::Completed => v1::SessionStatus::Completed,
         }
     }
 }
@@ -121,6 +122,7 @@ pub fn status_from_wire(raw: i32) -> Option<core::Status> {
         v1::SessionStatus::NoConsensus => core::Status::NoConsensus,
         v1::SessionStatus::Cancelled => core::Status::Cancelled,
         v1::SessionStatus::Failed => core::Status::Failed,
+        v1::SessionStatus::Completed => core::Status::Completed,
     })
 }
 
@@ -211,6 +213,7 @@ impl From<&core::SessionSummary> for v1::Session {
             entry_count: s.entry_count,
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
+            broadcast_rounds: s.broadcast_rounds,
         }
     }
 }
@@ -247,6 +250,7 @@ impl TryFrom<&v1::Session> for core::SessionSummary {
             entry_count: s.entry_count,
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
+            broadcast_rounds: s.broadcast_rounds,
         })
     }
 }

@@ -222,10 +222,10 @@ fn check(args: &BrainArgs) -> anyhow::Result<()> {
     if model_brain && args.think_ms > 0 {
         bail!("--think-ms is only used with --brain scripted");
     }
-    if let Some(t) = args.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            bail!("--temperature must be between 0 and 2, not {t}");
-        }
+    if let Some(t) = args.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        bail!("--temperature must be between 0 and 2, not {t}");
     }
     if args.max_tokens == Some(0) {
         bail!("--max-tokens must be at least 1");

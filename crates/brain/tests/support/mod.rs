@@ -128,90 +128,86 @@ impl Drop for MockServer {
     }
 }
 
-/// Serves requests on one connection until it closes.
+/// Serves the one request of a connection (every response closes it).
 async fn serve(
     mut stream: TcpStream,
     steps: &[Step],
     recorded: &Mutex<Vec<Recorded>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    loop {
-        // Read the head.
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or("");
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let body_start = head_end + 4;
-        while buf.len() < body_start + length {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
+    // Read the head.
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
         }
-        let body =
-            serde_json::from_slice(&buf[body_start..body_start + length]).unwrap_or(Value::Null);
-        buf.drain(..body_start + length);
-        let index = {
-            let mut r = recorded.lock().unwrap();
-            r.push(Recorded {
-                method,
-                path,
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let body_start = head_end + 4;
+    while buf.len() < body_start + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buf[body_start..body_start + length]).unwrap_or(Value::Null);
+    let index = {
+        let mut r = recorded.lock().unwrap();
+        r.push(Recorded {
+            method,
+            path,
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        r.len() - 1
+    };
+    let mut step = steps[index.min(steps.len() - 1)].clone();
+    loop {
+        match step {
+            Step::Delay(d, inner) => {
+                tokio::time::sleep(d).await;
+                step = *inner;
+            }
+            Step::Close => return Ok(()),
+            Step::Respond {
+                status,
                 headers,
                 body,
-                at: Instant::now(),
-            });
-            r.len() - 1
-        };
-        let mut step = steps[index.min(steps.len() - 1)].clone();
-        loop {
-            match step {
-                Step::Delay(d, inner) => {
-                    tokio::time::sleep(d).await;
-                    step = *inner;
+            } => {
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    body.len()
+                );
+                for (n, v) in headers {
+                    out.push_str(&format!("{n}: {v}\r\n"));
                 }
-                Step::Close => return Ok(()),
-                Step::Respond {
-                    status,
-                    headers,
-                    body,
-                } => {
-                    let mut out = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                        body.len()
-                    );
-                    for (n, v) in headers {
-                        out.push_str(&format!("{n}: {v}\r\n"));
-                    }
-                    out.push_str("\r\n");
-                    out.push_str(&body);
-                    stream.write_all(out.as_bytes()).await?;
-                    stream.shutdown().await?;
-                    return Ok(());
-                }
+                out.push_str("\r\n");
+                out.push_str(&body);
+                stream.write_all(out.as_bytes()).await?;
+                stream.shutdown().await?;
+                return Ok(());
             }
         }
     }

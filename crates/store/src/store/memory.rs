@@ -1,7 +1,7 @@
 //! The embedded store: everything in process memory, gone with the process.
 
 use super::{
-    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, check_continues, encode_entries,
+    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, check_continues, check_entry_sizes,
     sort_newest_first,
 };
 use crate::error::{StoreError, StoreFuture};
@@ -41,7 +41,7 @@ impl SessionStore for MemoryStore {
             // Same id rule and limit as the etcd store, so a session that works embedded
             // also works in a cluster.
             check_segment("session id", &header.id)?;
-            encode_entries(entries, EMBEDDED_MAX_ENTRY_BYTES)?;
+            check_entry_sizes(entries, EMBEDDED_MAX_ENTRY_BYTES)?;
             let mut sessions = self.sessions.lock().expect("store lock");
             let have = sessions
                 .get(&header.id)

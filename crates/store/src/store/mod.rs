@@ -104,6 +104,34 @@ pub(crate) fn encode_entries(entries: &[Entry], limit: usize) -> Result<Vec<Stri
         .collect()
 }
 
+/// Refuses an entry whose JSON would exceed `limit`, like [`encode_entries`], without
+/// encoding the entries that cannot: JSON at most sextuples a string (`\u00XX`), so an
+/// entry whose bound fits is not serialized at all (the memory store's hot path).
+pub(crate) fn check_entry_sizes(entries: &[Entry], limit: usize) -> Result<(), StoreError> {
+    for entry in entries {
+        if json_bound(entry) > limit {
+            let bytes = to_json(entry)?.len();
+            if bytes > limit {
+                return Err(StoreError::TooLarge { bytes, limit });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An upper bound of the length of `entry` as JSON.
+fn json_bound(entry: &Entry) -> usize {
+    let text = |s: &str| 6 * s.len() + 3;
+    // Field names, punctuation, numbers and enum names take well under 1 KiB.
+    1024 + text(&entry.role)
+        + text(&entry.worker_id)
+        + text(&entry.content)
+        + text(&entry.proposal_hash)
+        + entry.concerns.iter().map(|c| text(c)).sum::<usize>()
+        // A byte array: at most "255," per byte.
+        + 4 * entry.signature.len()
+}
+
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encode: {e}")))
 }
@@ -123,3 +151,40 @@ pub(crate) fn sort_newest_first(all: &mut [SessionSummary]) {
 /// The limit of the embedded stores: the same as etcd's, so a session written in the
 /// embedded mode would also fit a cluster.
 pub(crate) const EMBEDDED_MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &str, concerns: &[&str], signature: usize) -> Entry {
+        serde_json::from_value(serde_json::json!({
+            "seq": u64::MAX, "round": u32::MAX, "phase": "REVIEW", "role": "security",
+            "worker_id": "security-1", "type": "REVIEW", "timestamp_ms": i64::MIN,
+            "content": content, "verdict": "OBJECT", "concerns": concerns,
+            "proposal_hash": "ab".repeat(32), "proposal_version": u32::MAX,
+            "signature": vec![255u8; signature],
+            "prompt_tokens": u64::MAX, "completion_tokens": u64::MAX,
+        }))
+        .expect("an entry")
+    }
+
+    #[test]
+    fn the_size_bound_never_undercounts_and_the_check_refuses_what_encoding_refuses() {
+        for e in [
+            entry("", &[], 0),
+            entry("plain text", &["one", "two"], 64),
+            entry(&"\u{1}\"\\".repeat(300), &["\u{2}"; 10], 512),
+            entry(&"é".repeat(1000), &[], 0),
+        ] {
+            let json = to_json(&e).unwrap().len();
+            assert!(json_bound(&e) >= json, "bound {} < {json}", json_bound(&e));
+            for limit in [json - 1, json, json + 1] {
+                assert_eq!(
+                    check_entry_sizes(std::slice::from_ref(&e), limit).is_ok(),
+                    encode_entries(std::slice::from_ref(&e), limit).is_ok(),
+                    "limit {limit}, json {json}"
+                );
+            }
+        }
+    }
+}

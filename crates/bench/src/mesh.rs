@@ -1,0 +1,535 @@
+//! The mesh side of the bench: a real `mesh-coordinator` process, worker processes
+//! (`mesh-bench __worker` with the bench brain, or `mesh-worker --brain scripted`), and
+//! the measurements taken over the client API.
+//!
+//! # How a broadcast round is measured
+//!
+//! The bench follows the session with `WatchSession` and stamps the *client-side receive
+//! time* (`Instant::now()` when the event arrives) of every status event: round k's
+//! latency is the time from the CONTRIBUTE(k) event to the CONTRIBUTE(k+1) event (for the
+//! last round, to COMPLETED). The coordinator's own event timestamps have millisecond
+//! resolution, too coarse for sub-millisecond rounds; they serve as a cross-check of the
+//! mean, as does wall time (first CONTRIBUTE to COMPLETED, divided by R). The first
+//! rounds (warm-up, and any round before every extra watcher has received its first
+//! event) are left out of the distribution but not out of the wall time.
+
+use crate::procs::{Mem, Proc, stop_all};
+use agentmesh_proto::v1::{
+    self, SessionStatus, session_event::Event, session_service_client::SessionServiceClient,
+};
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// The binaries a run uses.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub coordinator: PathBuf,
+    pub worker: PathBuf,
+    pub bench: PathBuf,
+}
+
+/// The task every negotiation gets (the demo's).
+pub const NEGOTIATION_TASK: &str = "Design an order-tracking service for a multi-tenant SaaS: \
+customers create orders and follow their status live on a web dashboard, staff search the \
+order history, and the service runs on Kubernetes with PostgreSQL.";
+
+/// Specialist roles of a broadcast over `n` workers: `b0 .. b<n-1>`.
+pub fn bench_roles(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("b{i}")).collect()
+}
+
+/// Rounds left out at the start of a broadcast session's distribution.
+pub fn warmup_rounds(rounds: u32) -> usize {
+    (rounds / 10).clamp(1, 100) as usize
+}
+
+async fn connect(url: &str) -> anyhow::Result<SessionServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    Ok(SessionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// A running `mesh-coordinator`.
+pub struct Coordinator {
+    proc: Proc,
+    pub url: String,
+    client: SessionServiceClient<Channel>,
+}
+
+impl Coordinator {
+    /// Starts one on an ephemeral loopback port (HTTP off), embedded or on `etcd`, and
+    /// waits until it leads. `wrap` runs it under another program (e.g. valgrind).
+    pub async fn start(
+        bins: &Bins,
+        log_dir: &Path,
+        name: &str,
+        etcd: Option<&str>,
+        wrap: &[String],
+    ) -> anyhow::Result<Coordinator> {
+        let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--http", "off", "--id", name]
+            .map(String::from)
+            .to_vec();
+        if let Some(endpoint) = etcd {
+            args.extend(["--etcd".to_string(), endpoint.to_string()]);
+        }
+        let (program, args) = match wrap.split_first() {
+            None => (bins.coordinator.clone(), args),
+            Some((first, rest)) => {
+                let mut all = rest.to_vec();
+                all.push(bins.coordinator.display().to_string());
+                all.extend(args);
+                (PathBuf::from(first), all)
+            }
+        };
+        let mut proc = Proc::spawn(name, &program, &args, log_dir, &[], true)?;
+        let addr = tokio::task::block_in_place(|| {
+            proc.wait_line("listening on ", Duration::from_secs(60))
+        })?;
+        println!("{name}: pid {} on {addr}", proc.pid());
+        let url = format!("http://{addr}");
+        let mut client = connect(&url).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.list_workers(v1::ListWorkersRequest {}).await {
+                Ok(_) => break,
+                Err(status) if Instant::now() < deadline => {
+                    tracing::debug!(?status, "coordinator not leading yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => bail!("{name} does not lead after 30s: {status}"),
+            }
+        }
+        Ok(Coordinator { proc, url, client })
+    }
+
+    pub fn client(&self) -> SessionServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    pub fn mem(&self) -> Option<Mem> {
+        self.proc.mem()
+    }
+
+    /// Workers that hold a stream (and, on etcd, a lease).
+    pub async fn assignable_workers(&self) -> anyhow::Result<usize> {
+        let list = self
+            .client()
+            .list_workers(v1::ListWorkersRequest {})
+            .await?
+            .into_inner();
+        Ok(list
+            .workers
+            .iter()
+            .filter(|w| w.connected && w.leased && !w.draining)
+            .count())
+    }
+
+    /// Waits until at least `n` workers are assignable.
+    pub async fn wait_workers(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.assignable_workers().await?;
+            if have >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("only {have} of {n} workers joined within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until at most `n` workers are connected (the previous fleet has left).
+    pub async fn wait_workers_gone(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.assignable_workers().await?;
+            if have <= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{have} workers still connected after {timeout:?} (want {n})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM and a bounded wait (it cancels or hands over its sessions first).
+    pub fn stop(mut self) {
+        tokio::task::block_in_place(|| self.proc.stop(Duration::from_secs(20)));
+    }
+}
+
+/// Starts one `mesh-bench __worker` process running one worker per role and replica.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_bench_worker(
+    bins: &Bins,
+    log_dir: &Path,
+    name: &str,
+    url: &str,
+    etcd: Option<&str>,
+    roles: &[String],
+    per_role: usize,
+    id_prefix: &str,
+) -> anyhow::Result<Proc> {
+    let mut args = vec![
+        "__worker".to_string(),
+        "--coordinator".to_string(),
+        url.to_string(),
+        "--roles".to_string(),
+        roles.join(","),
+        "--per-role".to_string(),
+        per_role.to_string(),
+        "--id-prefix".to_string(),
+        id_prefix.to_string(),
+    ];
+    if let Some(endpoint) = etcd {
+        args.extend(["--etcd".to_string(), endpoint.to_string()]);
+    }
+    Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
+}
+
+/// Starts `n` bench worker processes, one per role `b0 .. b<n-1>`, and waits for them.
+pub async fn broadcast_fleet(
+    bins: &Bins,
+    log_dir: &Path,
+    coord: &Coordinator,
+    etcd: Option<&str>,
+    n: usize,
+    already: usize,
+) -> anyhow::Result<Vec<Proc>> {
+    let mut procs = Vec::with_capacity(n);
+    for role in bench_roles(n) {
+        procs.push(spawn_bench_worker(
+            bins,
+            log_dir,
+            &format!("worker-{role}"),
+            &coord.url,
+            etcd,
+            std::slice::from_ref(&role),
+            1,
+            "",
+        )?);
+    }
+    coord
+        .wait_workers(already + n, Duration::from_secs(60))
+        .await?;
+    Ok(procs)
+}
+
+/// Stops a fleet and waits until the coordinator has seen it go.
+pub async fn retire_fleet(
+    coord: &Coordinator,
+    mut procs: Vec<Proc>,
+    remaining: usize,
+) -> anyhow::Result<()> {
+    tokio::task::block_in_place(|| stop_all(&mut procs, Duration::from_secs(5)));
+    coord
+        .wait_workers_gone(remaining, Duration::from_secs(30))
+        .await
+}
+
+/// One measured broadcast session.
+#[derive(Debug, Clone)]
+pub struct BroadcastRun {
+    pub n: usize,
+    pub rounds: u32,
+    /// Round latencies after warm-up, in round order.
+    pub latencies: Vec<Duration>,
+    /// First CONTRIBUTE to COMPLETED (client receive times), all rounds.
+    pub wall: Duration,
+    /// The same span from the coordinator's event timestamps (ms resolution).
+    pub server_span_ms: i64,
+    /// Events the extra watchers received, in total.
+    pub watcher_events: u64,
+}
+
+/// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>`, with
+/// `extra_watchers` more `WatchSession` streams (each on its own connection) beside the
+/// measuring one, and measures it. See the module docs.
+pub async fn broadcast(
+    coord: &Coordinator,
+    n: usize,
+    rounds: u32,
+    extra_watchers: usize,
+    time_limit: Duration,
+) -> anyhow::Result<BroadcastRun> {
+    let mut client = coord.client();
+    // Connections for the extra watchers first, so that connecting them is not timed.
+    let mut watcher_clients = Vec::with_capacity(extra_watchers);
+    for _ in 0..extra_watchers {
+        watcher_clients.push(connect(&coord.url).await?);
+    }
+    let session = client
+        .create_session(v1::CreateSessionRequest {
+            task: "mesh-bench broadcast round".into(),
+            roles: bench_roles(n),
+            max_rounds: 0,
+            broadcast_rounds: rounds,
+        })
+        .await?
+        .into_inner();
+    let id = session.id;
+
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Instant>(extra_watchers.max(1));
+    let mut watchers = tokio::task::JoinSet::new();
+    for mut wc in watcher_clients {
+        let (id, ready) = (id.clone(), ready_tx.clone());
+        watchers.spawn(async move {
+            let mut stream = wc
+                .watch_session(v1::WatchSessionRequest {
+                    session_id: id,
+                    from_seq: 1,
+                })
+                .await?
+                .into_inner();
+            let mut events = 0u64;
+            while let Some(_event) = stream.message().await? {
+                if events == 0 {
+                    let _ = ready.send(Instant::now()).await;
+                }
+                events += 1;
+            }
+            anyhow::Ok(events)
+        });
+    }
+    drop(ready_tx);
+
+    let mut stream = client
+        .watch_session(v1::WatchSessionRequest {
+            session_id: id.clone(),
+            from_seq: 1,
+        })
+        .await?
+        .into_inner();
+    let deadline = Instant::now() + time_limit;
+    // (round, received, coordinator timestamp) of every CONTRIBUTE event.
+    let mut starts: Vec<(u32, Instant, i64)> = Vec::with_capacity(rounds as usize);
+    let end = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = match tokio::time::timeout(left, stream.message()).await {
+            Ok(event) => event?,
+            Err(_) => bail!(
+                "broadcast N={n} did not end within {time_limit:?} ({} rounds started)",
+                starts.len()
+            ),
+        };
+        let Some(event) = event else {
+            bail!("the watch of session {id} ended before the session did");
+        };
+        if let Some(Event::Status(change)) = event.event {
+            let at = Instant::now();
+            match SessionStatus::try_from(change.status) {
+                Ok(SessionStatus::Contribute) => {
+                    starts.push((change.round, at, event.timestamp_ms))
+                }
+                Ok(SessionStatus::Pending) => {}
+                Ok(status) => break (status, change.reason, at, event.timestamp_ms),
+                Err(_) => bail!("unknown status {}", change.status),
+            }
+        }
+    };
+    let (status, reason, end_at, end_ms) = end;
+    if status != SessionStatus::Completed {
+        bail!(
+            "broadcast session {id} ended {} ({reason})",
+            status.as_str_name()
+        );
+    }
+    if starts.len() != rounds as usize
+        || starts.iter().enumerate().any(|(i, s)| s.0 != i as u32 + 1)
+    {
+        bail!(
+            "broadcast session {id}: saw {} CONTRIBUTE events for {rounds} rounds",
+            starts.len()
+        );
+    }
+    let mut watcher_events = 0;
+    let watchers_done = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(done) = watchers.join_next().await {
+            watcher_events += done??;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match watchers_done {
+        Ok(result) => result?,
+        Err(_) => bail!("extra watchers did not finish within 60s of the session's end"),
+    }
+    let mut ready = Vec::new();
+    while let Ok(at) = ready_rx.try_recv() {
+        ready.push(at);
+    }
+    if ready.len() != extra_watchers {
+        bail!(
+            "only {} of {extra_watchers} extra watchers saw an event",
+            ready.len()
+        );
+    }
+    let all_watching = ready.into_iter().max();
+
+    let mut latencies = Vec::with_capacity(starts.len());
+    let warmup = warmup_rounds(rounds);
+    for (k, &(_, at, _)) in starts.iter().enumerate() {
+        let next = starts.get(k + 1).map_or(end_at, |s| s.1);
+        if k < warmup || all_watching.is_some_and(|w| at < w) {
+            continue;
+        }
+        latencies.push(next.saturating_duration_since(at));
+    }
+    Ok(BroadcastRun {
+        n,
+        rounds,
+        latencies,
+        wall: end_at.saturating_duration_since(starts[0].1),
+        server_span_ms: end_ms - starts[0].2,
+        watcher_events,
+    })
+}
+
+/// Full negotiations: `concurrency` sessions in flight (closed loop) until `total` ended.
+#[derive(Debug, Clone)]
+pub struct NegotiationRun {
+    /// Create-call start to terminal status received, per session.
+    pub durations: Vec<Duration>,
+    pub wall: Duration,
+    /// Sessions per final status.
+    pub outcomes: BTreeMap<String, usize>,
+    pub entries: u64,
+}
+
+pub async fn negotiations(
+    coord: &Coordinator,
+    concurrency: usize,
+    total: usize,
+    time_limit: Duration,
+) -> anyhow::Result<NegotiationRun> {
+    let left = Arc::new(AtomicUsize::new(total));
+    let started = Instant::now();
+    let deadline = started + time_limit;
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.min(total) {
+        let (mut client, left) = (coord.client(), left.clone());
+        loops.spawn(async move {
+            let mut done = Vec::new();
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let t0 = Instant::now();
+                let session = client
+                    .create_session(v1::CreateSessionRequest {
+                        task: NEGOTIATION_TASK.into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                let mut stream = client
+                    .watch_session(v1::WatchSessionRequest {
+                        session_id: session.id.clone(),
+                        from_seq: 1,
+                    })
+                    .await?
+                    .into_inner();
+                let mut outcome = None;
+                let mut entries = 0u64;
+                while outcome.is_none() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Ok(event) = tokio::time::timeout(left, stream.message()).await else {
+                        bail!("session {} did not end in time", session.id);
+                    };
+                    let Some(event) = event? else {
+                        bail!("the watch of session {} ended early", session.id);
+                    };
+                    match event.event {
+                        Some(Event::Entry(_)) => entries += 1,
+                        Some(Event::Status(change)) => {
+                            let status = SessionStatus::try_from(change.status)
+                                .unwrap_or(SessionStatus::Unspecified);
+                            if matches!(
+                                status,
+                                SessionStatus::Consensus
+                                    | SessionStatus::NoConsensus
+                                    | SessionStatus::Cancelled
+                                    | SessionStatus::Failed
+                                    | SessionStatus::Completed
+                            ) {
+                                outcome = Some(status);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let status = outcome.expect("loop ends with an outcome");
+                done.push((t0.elapsed(), status.as_str_name().to_string(), entries));
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut durations = Vec::with_capacity(total);
+    let mut outcomes = BTreeMap::new();
+    let mut entries = 0;
+    while let Some(done) = loops.join_next().await {
+        for (d, status, e) in done?? {
+            durations.push(d);
+            let short = status.trim_start_matches("SESSION_STATUS_").to_string();
+            *outcomes.entry(short).or_insert(0) += 1;
+            entries += e;
+        }
+    }
+    Ok(NegotiationRun {
+        durations,
+        wall: started.elapsed(),
+        outcomes,
+        entries,
+    })
+}
+
+/// Starts the seven `mesh-worker --brain scripted` processes of a negotiation.
+pub async fn negotiation_fleet(
+    bins: &Bins,
+    log_dir: &Path,
+    coord: &Coordinator,
+    capacity: usize,
+) -> anyhow::Result<Vec<Proc>> {
+    let mut roles = vec![agentmesh_core::SUPERVISOR.to_string()];
+    roles.extend(agentmesh_core::DEFAULT_SPECIALISTS.map(String::from));
+    let mut procs = Vec::new();
+    for role in &roles {
+        let args = [
+            "--coordinator",
+            &coord.url,
+            "--role",
+            role,
+            "--id",
+            &format!("{role}-1"),
+            "--brain",
+            "scripted",
+            "--capacity",
+            &capacity.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        procs.push(Proc::spawn(
+            &format!("mesh-worker-{role}"),
+            &bins.worker,
+            &args,
+            log_dir,
+            &[],
+            false,
+        )?);
+    }
+    coord
+        .wait_workers(roles.len(), Duration::from_secs(60))
+        .await?;
+    Ok(procs)
+}

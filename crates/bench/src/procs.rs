@@ -1,0 +1,230 @@
+//! The processes a bench run starts: spawned with their stderr in a log file, their memory
+//! read from `/proc/<pid>/status`, and stopped by pid — SIGTERM, a bounded wait, SIGKILL.
+//! Only processes started here are ever signalled.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Memory figures of one process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Mem {
+    /// Resident set size now (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size (VmHWM), KiB.
+    pub hwm_kib: u64,
+    /// Threads.
+    pub threads: u64,
+}
+
+/// Parses the `VmRSS`, `VmHWM` and `Threads` lines of a `/proc/<pid>/status` text.
+pub fn parse_status(text: &str) -> Option<Mem> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    Some(Mem {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        threads: field("Threads:").unwrap_or(0),
+    })
+}
+
+/// The memory of process `pid`, if it is alive.
+pub fn mem_of(pid: u32) -> Option<Mem> {
+    parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// One child process.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+    /// Lines of its stdout, when it was spawned with `capture_stdout`.
+    stdout: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    /// Starts `program args`, stderr appended to `<log_dir>/<name>.log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(&str, &str)],
+        capture_stdout: bool,
+    ) -> anyhow::Result<Proc> {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(if capture_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", program.display()))?;
+        let stdout = child.stdout.take().map(|out| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        });
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+            stdout,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn mem(&self) -> Option<Mem> {
+        mem_of(self.pid())
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`, waiting at most
+    /// `timeout` (e.g. `listening on ` → the address).
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+        let Some(rx) = &self.stdout else {
+            bail!("{}: stdout is not captured", self.name);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.trim().to_string());
+                    }
+                }
+                Err(_) => bail!(
+                    "{} printed no {prefix:?} line within {timeout:?}; see {}",
+                    self.name,
+                    self.log.display()
+                ),
+            }
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM (if it still runs).
+    pub fn terminate(&mut self) {
+        if self.running() {
+            signal(self.pid(), libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the exit until `deadline`, then SIGKILLs it. Always reaps it.
+    pub fn reap(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "mesh-bench: {} (pid {}) did not stop in time; killing it",
+                        self.name,
+                        self.pid()
+                    );
+                    let _ = self.child.kill();
+                    return self.child.wait().ok();
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// SIGTERM, then at most `grace` for it to exit, then SIGKILL.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.terminate();
+        self.reap(Instant::now() + grace)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Stops every process of `procs` in parallel: SIGTERM to all, then one shared deadline.
+pub fn stop_all(procs: &mut [Proc], grace: Duration) {
+    for p in procs.iter_mut() {
+        p.terminate();
+    }
+    let deadline = Instant::now() + grace;
+    for p in procs.iter_mut() {
+        p.reap(deadline);
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet, so
+        // the pid cannot have been reused by another process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_are_parsed() {
+        let text = "Name:\tmesh-coordinator\nVmPeak:\t  900000 kB\nVmHWM:\t   20480 kB\n\
+                    VmRSS:\t   18000 kB\nThreads:\t3\n";
+        assert_eq!(
+            parse_status(text),
+            Some(Mem {
+                rss_kib: 18000,
+                hwm_kib: 20480,
+                threads: 3
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn our_own_memory_is_readable() {
+        let mem = mem_of(std::process::id()).expect("this process has a status file");
+        assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib);
+        assert!(mem.threads >= 1);
+    }
+}

@@ -1,0 +1,203 @@
+//! `mesh-bench __worker`: K real workers in one process, each its own
+//! `agentmesh_worker::run` (own id, own connection, own stream), answering with the bench
+//! brain. With `--etcd`, each registers under its own lease, like `mesh-worker --etcd`.
+
+use agentmesh_brain::{Brain, BrainFuture, TurnContext};
+use agentmesh_core::{EntryType, Reply};
+use agentmesh_store::WorkerRegistry;
+use agentmesh_worker::WorkerConfig;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes of every bench reply's content.
+pub const REPLY_BYTES: usize = 200;
+
+/// Answers at once with exactly [`REPLY_BYTES`] bytes: ANALYSIS in round 1, PROPOSAL
+/// later (what a CONTRIBUTE phase accepts).
+pub struct BenchBrain {
+    content: String,
+}
+
+impl Default for BenchBrain {
+    fn default() -> Self {
+        BenchBrain {
+            content: reply_content(),
+        }
+    }
+}
+
+/// The reply text: printable, exactly [`REPLY_BYTES`] bytes.
+pub fn reply_content() -> String {
+    let mut text = String::from("mesh-bench reply: ");
+    let filler = "abcdefghijklmnopqrstuvwxyz0123456789";
+    while text.len() < REPLY_BYTES {
+        let take = (REPLY_BYTES - text.len()).min(filler.len());
+        text.push_str(&filler[..take]);
+    }
+    text
+}
+
+/// The entry type a bench reply carries in `round`.
+pub fn entry_type_for(round: u32) -> EntryType {
+    if round <= 1 {
+        EntryType::Analysis
+    } else {
+        EntryType::Proposal
+    }
+}
+
+impl Brain for BenchBrain {
+    fn name(&self) -> &'static str {
+        "bench"
+    }
+
+    fn think(&self, ctx: TurnContext) -> BrainFuture<'_> {
+        let reply = Reply {
+            entry_type: Some(entry_type_for(ctx.round)),
+            content: self.content.clone(),
+            ..Reply::default()
+        };
+        Box::pin(std::future::ready(Ok(reply)))
+    }
+}
+
+/// What `__worker` runs.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub coordinator: String,
+    /// One worker per role and replica: ids `<prefix><role>-<k>`.
+    pub roles: Vec<String>,
+    pub per_role: usize,
+    pub id_prefix: String,
+    pub etcd: Vec<String>,
+    pub capacity: u32,
+}
+
+impl Opts {
+    /// (role, worker id) of every worker this process runs.
+    pub fn workers(&self) -> Vec<(String, String)> {
+        self.roles
+            .iter()
+            .flat_map(|role| {
+                (0..self.per_role)
+                    .map(move |k| (role.clone(), format!("{}{role}-{k}", self.id_prefix)))
+            })
+            .collect()
+    }
+}
+
+/// Runs the workers until SIGTERM or SIGINT, then lets them drain (1 s grace).
+pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let brain: Arc<dyn Brain> = Arc::new(BenchBrain::default());
+    let mut registrations = Vec::new();
+    if !opts.etcd.is_empty() {
+        let client = agentmesh_store::connect_etcd(&opts.etcd).await?;
+        let registry = agentmesh_store::EtcdRegistry::new(client, agentmesh_store::DEFAULT_PREFIX);
+        for (role, worker_id) in opts.workers() {
+            let record = agentmesh_store::WorkerRecord {
+                role,
+                worker_id,
+                capacity: opts.capacity,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                address: "mesh-bench".to_string(),
+            };
+            registrations.push(registry.register(record, Duration::from_secs(5)).await?);
+        }
+    }
+    // `agentmesh_worker::run` is not `Send`: the workers run as futures of this one task
+    // (FuturesOrdered polls only the woken ones); their turns are tasks of their own.
+    let mut runs = Vec::new();
+    for (role, worker_id) in opts.workers() {
+        let config = WorkerConfig {
+            role,
+            worker_id,
+            coordinator: opts.coordinator.clone(),
+            leader_lookup: None,
+            capacity: opts.capacity,
+            grace: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        };
+        runs.push(agentmesh_worker::run(
+            config,
+            brain.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    for done in futures::future::join_all(runs).await {
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "a bench worker stopped with an error");
+        }
+    }
+    for registration in registrations {
+        registration.revoke().await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentmesh_core::Phase;
+
+    fn ctx(round: u32) -> TurnContext {
+        TurnContext {
+            session_id: "s".into(),
+            task: "broadcast".into(),
+            roles: vec!["b0".into()],
+            max_rounds: 4,
+            role: "b0".into(),
+            round,
+            phase: Phase::Contribute,
+            attempt: 1,
+            transcript: Vec::new(),
+            proposal_version: 0,
+            proposal_hash: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bench_brain_answers_200_bytes_of_the_type_the_round_accepts() {
+        let brain = BenchBrain::default();
+        for round in [1, 2, 7] {
+            let reply = brain.think(ctx(round)).await.unwrap();
+            assert_eq!(reply.content.len(), REPLY_BYTES);
+            let ty = reply.entry_type.unwrap();
+            assert_eq!(ty, entry_type_for(round));
+            assert!(Phase::Contribute.allows(ty, round), "{ty} in round {round}");
+        }
+        assert_eq!(entry_type_for(1), EntryType::Analysis);
+        assert_eq!(entry_type_for(2), EntryType::Proposal);
+    }
+
+    #[test]
+    fn workers_are_named_per_role_and_replica() {
+        let opts = Opts {
+            coordinator: String::new(),
+            roles: vec!["idle".into(), "b1".into()],
+            per_role: 2,
+            id_prefix: "p3-".into(),
+            etcd: Vec::new(),
+            capacity: 4,
+        };
+        assert_eq!(
+            opts.workers(),
+            [
+                ("idle".to_string(), "p3-idle-0".to_string()),
+                ("idle".to_string(), "p3-idle-1".to_string()),
+                ("b1".to_string(), "p3-b1-0".to_string()),
+                ("b1".to_string(), "p3-b1-1".to_string()),
+            ]
+        );
+    }
+}
