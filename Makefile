@@ -16,7 +16,7 @@ endif
 endif
 export PROTOC
 
-.PHONY: all build demo test deps llm-setup lint fmt clean
+.PHONY: all build demo test deps llm-setup lint fmt clean bench bench-full bench-plot
 
 all: build
 
@@ -49,6 +49,24 @@ test: deps llm-setup lint build
 		$(CARGO) test --workspace --no-fail-fast -- --test-threads=2; \
 	fi
 	$(CARGO) test --workspace --doc
+
+## bench: quick performance run (< 3 min): the mesh against the raw gRPC limit, all workloads smaller
+bench: bench-build
+	target/release/mesh-bench --json-out target/bench/bench-quick.jsonl
+
+## bench-full: the full run behind docs/performance.md (N=6 R=2000, N=50 R=500, S up to 100, 1,000 workers)
+bench-full: bench-build
+	target/release/mesh-bench --full --json-out target/bench/bench-full.jsonl
+
+## bench-plot: docs/round-latency.png from the last bench-full run (matplotlib in .venv-bench)
+bench-plot:
+	@test -x .venv-bench/bin/python || python3 -m venv .venv-bench
+	@.venv-bench/bin/python -c 'import matplotlib' 2>/dev/null || .venv-bench/bin/pip install -q matplotlib
+	.venv-bench/bin/python scripts/plot-bench.py target/bench/bench-full.jsonl docs/round-latency.png
+
+.PHONY: bench-build
+bench-build:
+	$(CARGO) build --release -p agentmesh-bench -p agentmesh-coordinator -p agentmesh-worker
 
 fmt:
 	$(CARGO) fmt --all

@@ -17,6 +17,7 @@
 
 mod mesh;
 mod procs;
+mod prom;
 mod raw;
 mod report;
 mod stats;
@@ -60,7 +61,7 @@ struct Cli {
     /// Rounds of every raw and broadcast run, instead of the plan's.
     #[arg(long)]
     rounds: Option<u32>,
-    /// Also append the JSON lines to this file.
+    /// Also write the JSON lines to this file (created or replaced).
     #[arg(long)]
     json_out: Option<PathBuf>,
     /// Where mesh-coordinator and mesh-worker are (default: beside mesh-bench).
@@ -159,14 +160,18 @@ impl Plan {
         Plan {
             name: "quick",
             ns: vec![2, 6, 12, 25, 50],
-            rounds: |n| if n <= 6 { 400 } else { 150 },
-            etcd_rounds: |n| if n <= 6 { 300 } else { 100 },
-            negotiations: vec![(1, 5), (10, 20)],
+            rounds: |n| match n {
+                0..=6 => 1000,
+                7..=12 => 400,
+                _ => 200,
+            },
+            etcd_rounds: |n| if n <= 6 { 500 } else { 150 },
+            negotiations: vec![(1, 10), (10, 40)],
             scale_procs: 2,
             scale_per_proc: 100,
-            scale_rounds: 300,
+            scale_rounds: 500,
             watchers: 50,
-            watcher_rounds: 400,
+            watcher_rounds: 1000,
             session_limit: Duration::from_secs(60),
         }
     }
@@ -305,6 +310,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             .join(format!("{}-{}", plan.name, std::process::id())),
     };
     std::fs::create_dir_all(&log_dir)?;
+    let log_dir = log_dir.canonicalize().unwrap_or(log_dir);
     let json_out = match &cli.json_out {
         Some(path) => {
             if let Some(dir) = path.parent() {
@@ -424,6 +430,15 @@ struct LatencyRow {
     raw_p50_us: Option<f64>,
     ratio_p50: Option<f64>,
     ratio_p99: Option<f64>,
+    /// CPU time per round (all rounds): coordinator, this process (watchers), workers.
+    cpu_coordinator_us: Option<f64>,
+    cpu_bench_us: Option<f64>,
+    cpu_workers_us: Option<f64>,
+    /// The 1-minute load average when the run ended (other load on the machine shows).
+    loadavg: Option<f64>,
+    /// etcd-backed runs: one write of the round (header + N entries) measured directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_write: Option<Summary>,
 }
 
 #[derive(Serialize)]
@@ -431,6 +446,9 @@ struct Rows<'a, T> {
     rows: &'a [T],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     targets: Vec<Target>,
+    /// etcd's WAL fsync and commit figures (etcd-backed runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etcd_disk: Option<prom::DiskFigures>,
 }
 
 /// A target of the issue, reported (never asserted).
@@ -478,6 +496,9 @@ fn latency_table(title: &str, rows: &[LatencyRow]) -> Table {
             "raw p50 ms",
             "p50 / raw",
             "p99 / raw",
+            "cpu coord ms",
+            "cpu bench ms",
+            "cpu workers ms",
         ],
     );
     let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("-".to_string(), f);
@@ -494,8 +515,16 @@ fn latency_table(title: &str, rows: &[LatencyRow]) -> Table {
             opt(r.raw_p50_us, ms),
             opt(r.ratio_p50, |v| num(v, 2)),
             opt(r.ratio_p99, |v| num(v, 2)),
+            opt(r.cpu_coordinator_us, ms),
+            opt(r.cpu_bench_us, ms),
+            opt(r.cpu_workers_us, ms),
         ]);
     }
+    t.note(
+        "cpu … ms: CPU time per round (user + system, /proc/<pid>/stat) of the coordinator, \
+         of this process (raw: the server; mesh: the measuring watch and any extra watchers) \
+         and of all worker (raw: client) processes together",
+    );
     t
 }
 
@@ -523,6 +552,15 @@ async fn run_raw(b: &mut Bench) -> anyhow::Result<()> {
             raw_p50_us: None,
             ratio_p50: None,
             ratio_p99: None,
+            cpu_coordinator_us: None,
+            cpu_bench_us: run
+                .cpu_bench
+                .map(|c| c.as_secs_f64() * 1e6 / f64::from(rounds)),
+            cpu_workers_us: run
+                .cpu_clients
+                .map(|c| c.as_secs_f64() * 1e6 / f64::from(rounds)),
+            loadavg: procs::loadavg(),
+            etcd_write: None,
         });
     }
     let mut t = latency_table("(a) raw limit: tonic broadcast-and-collect", &rows);
@@ -533,12 +571,14 @@ async fn run_raw(b: &mut Bench) -> anyhow::Result<()> {
         &Rows {
             rows: &rows,
             targets: Vec::new(),
+            etcd_disk: None,
         },
     );
     Ok(())
 }
 
 fn broadcast_row(b: &Bench, mode: &'static str, run: &BroadcastRun) -> anyhow::Result<LatencyRow> {
+    let per_round = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(run.rounds);
     let latency = Summary::of(&run.latencies).context("no broadcast rounds measured")?;
     let raw = b.raw.get(&run.n).copied();
     Ok(LatencyRow {
@@ -553,6 +593,11 @@ fn broadcast_row(b: &Bench, mode: &'static str, run: &BroadcastRun) -> anyhow::R
         raw_p50_us: raw.map(|r| r.p50_us),
         ratio_p50: raw.map(|r| ratio(latency.p50_us, r.p50_us)),
         ratio_p99: raw.map(|r| ratio(latency.p99_us, r.p99_us)),
+        cpu_coordinator_us: Some(per_round(run.cpu.coordinator)),
+        cpu_bench_us: Some(per_round(run.cpu.bench)),
+        cpu_workers_us: Some(per_round(run.cpu.workers)),
+        loadavg: procs::loadavg(),
+        etcd_write: None,
     })
 }
 
@@ -583,9 +628,19 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
             (b.plan.rounds)(n)
         };
         let rounds = b.rounds(planned);
+        // What one round's write costs on its own, before the mesh runs on this etcd.
+        let etcd_write = match endpoint.as_deref() {
+            Some(endpoint) => Summary::of(
+                &mesh::etcd_write_latency(endpoint, n, rounds.min(300))
+                    .await
+                    .context("etcd write probe")?,
+            ),
+            None => None,
+        };
         let fleet =
             mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, endpoint.as_deref(), n, 0).await?;
-        let run = mesh::broadcast(&coord, n, rounds, 0, b.plan.session_limit)
+        let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
+        let run = mesh::broadcast(&coord, n, rounds, 0, b.plan.session_limit, &pids)
             .await
             .with_context(|| format!("broadcast {mode}, N={n}"))?;
         if n == 6 && !on_etcd {
@@ -597,7 +652,8 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
             );
         }
         mesh::retire_fleet(&coord, fleet, 0).await?;
-        let row = broadcast_row(b, mode, &run)?;
+        let mut row = broadcast_row(b, mode, &run)?;
+        row.etcd_write = etcd_write;
         if !on_etcd {
             b.embedded.insert(n, row.latency);
         }
@@ -609,6 +665,10 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
         coord.mem(),
     );
     coord.stop();
+    let etcd_disk = endpoint
+        .as_deref()
+        .and_then(prom::scrape)
+        .and_then(|m| prom::DiskFigures::of(&m));
     drop(etcd);
     let mut targets = Vec::new();
     if let (Some(raw), Some(row)) = (b.raw.get(&6), rows.iter().find(|r| r.n == 6)) {
@@ -632,6 +692,26 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
          in flight; latency = client receive times of consecutive CONTRIBUTE status events \
          (WatchSession); warm-up rounds left out",
     );
+    for r in rows.iter() {
+        if let Some(w) = r.etcd_write {
+            t.note(format!(
+                "N={}: one etcd write of a round (header + {} entries, same store code, no mesh): p50 {} ms, p99 {} ms",
+                r.n,
+                r.n,
+                ms(w.p50_us),
+                ms(w.p99_us)
+            ));
+        }
+    }
+    if let Some(d) = &etcd_disk {
+        t.note(format!(
+            "etcd on this disk: {} WAL fsyncs, mean {} ms (median ≤ {} ms); backend commit mean {} ms",
+            d.wal_fsyncs,
+            num(d.wal_fsync_mean_ms, 3),
+            num(d.wal_fsync_p50_le_ms, 3),
+            num(d.backend_commit_mean_ms, 3)
+        ));
+    }
     for target in &targets {
         t.note(target.line());
     }
@@ -646,6 +726,7 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
         &Rows {
             rows: &rows,
             targets,
+            etcd_disk: etcd_disk.clone(),
         },
     );
     Ok(())
@@ -673,12 +754,24 @@ async fn run_negotiation(b: &mut Bench) -> anyhow::Result<()> {
     )
     .await?;
     let mut fleet = mesh::negotiation_fleet(&b.bins, &b.log_dir, &coord, capacity).await?;
+    let idle = fleet.iter().filter_map(Proc::mem).max_by_key(|m| m.hwm_kib);
+    b.note_mem(
+        "mesh-worker --brain scripted",
+        "joined, no session yet, largest of 7",
+        idle,
+    );
     let mut rows = Vec::new();
     for (s, total) in b.plan.negotiations.clone() {
         let run = mesh::negotiations(&coord, s, total, b.plan.session_limit)
             .await
             .with_context(|| format!("negotiations, S={s}"))?;
         let latency = Summary::of(&run.durations).context("no sessions")?;
+        let worker_hwm = fleet.iter().filter_map(Proc::mem).max_by_key(|m| m.hwm_kib);
+        b.note_mem(
+            "mesh-worker --brain scripted",
+            &format!("after S={s} ({total} sessions), largest of 7"),
+            worker_hwm,
+        );
         rows.push(Row {
             concurrency: s,
             sessions: run.durations.len(),
@@ -690,12 +783,6 @@ async fn run_negotiation(b: &mut Bench) -> anyhow::Result<()> {
             outcomes: run.outcomes,
         });
     }
-    let worker_hwm = fleet.iter().filter_map(Proc::mem).max_by_key(|m| m.hwm_kib);
-    b.note_mem(
-        "mesh-worker --brain scripted",
-        "after the negotiations, largest of 7",
-        worker_hwm,
-    );
     b.note_mem("mesh-coordinator", "after the negotiations", coord.mem());
     tokio::task::block_in_place(|| procs::stop_all(&mut fleet, Duration::from_secs(10)));
     coord.stop();
@@ -738,6 +825,7 @@ async fn run_negotiation(b: &mut Bench) -> anyhow::Result<()> {
         &Rows {
             rows: &rows,
             targets: Vec::new(),
+            etcd_disk: None,
         },
     );
     Ok(())
@@ -776,7 +864,8 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     let coordinator_idle = coord.mem();
     let rounds = b.rounds(b.plan.scale_rounds);
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, idle).await?;
-    let run = mesh::broadcast(&coord, 6, rounds, 0, b.plan.session_limit)
+    let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
+    let run = mesh::broadcast(&coord, 6, rounds, 0, b.plan.session_limit, &pids)
         .await
         .context("broadcast N=6 beside the idle workers")?;
     let coordinator = coord.mem();
@@ -803,16 +892,24 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
             150.0,
         ));
     }
+    let mut context = Vec::new();
     if let Some(base) = b.embedded.get(&6) {
         targets.push(Target::new(
             "slowest round beside the idle workers ≤ 2 × embedded N=6 p50 (ms)",
             row.latency.max_us / 1000.0,
             2.0 * base.p50_us / 1000.0,
         ));
-        targets.push(Target::new(
-            "p99 round beside the idle workers ≤ 2 × embedded N=6 p50 (ms)",
-            row.latency.p99_us / 1000.0,
-            2.0 * base.p50_us / 1000.0,
+        context.push(format!(
+            "beside the idle workers / without them (embedded N=6): p50 {} , p99 {} , max {}",
+            num(ratio(row.latency.p50_us, base.p50_us), 2),
+            num(ratio(row.latency.p99_us, base.p99_us), 2),
+            num(ratio(row.latency.max_us, base.max_us), 2),
+        ));
+    }
+    if let Some(raw) = b.raw.get(&6) {
+        context.push(format!(
+            "for scale: the raw limit's own slowest N=6 round is {} × its p50",
+            num(ratio(raw.max_us, raw.p50_us), 1)
         ));
     }
     let mut t = latency_table(
@@ -842,6 +939,9 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
         &format!("one idle worker process ({per_proc} streams)"),
         idle_process,
     ));
+    for line in context {
+        t.note(line);
+    }
     for target in &targets {
         t.note(target.line());
     }
@@ -873,10 +973,11 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     let coord =
         Coordinator::start(&b.bins, &b.log_dir, "coordinator-watchers", None, &b.wrap).await?;
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, 0).await?;
+    let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
     let rounds = b.rounds(b.plan.watcher_rounds);
     let mut rows = Vec::new();
     for watchers in [0, b.plan.watchers] {
-        let run = mesh::broadcast(&coord, 6, rounds, watchers, b.plan.session_limit)
+        let run = mesh::broadcast(&coord, 6, rounds, watchers, b.plan.session_limit, &pids)
             .await
             .with_context(|| format!("broadcast N=6 with {watchers} extra watchers"))?;
         let mut round = broadcast_row(b, "embedded", &run)?;
@@ -921,6 +1022,8 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
             "p50 / none",
             "p99 / none",
             "events to watchers",
+            "cpu coord ms",
+            "cpu bench ms",
         ],
     );
     for r in &rows {
@@ -934,11 +1037,14 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
             num(r.round.ratio_p50.unwrap_or(0.0), 2),
             num(r.round.ratio_p99.unwrap_or(0.0), 2),
             r.watcher_events.to_string(),
+            ms(r.round.cpu_coordinator_us.unwrap_or(0.0)),
+            ms(r.round.cpu_bench_us.unwrap_or(0.0)),
         ]);
     }
     t.note(
         "\"watchers\" counts watchers besides the bench's own measuring watch; each on its own \
-         connection, in the bench process",
+         connection, in the bench process; cpu … ms: CPU time per round of the coordinator \
+         and of this process (the watchers)",
     );
     for target in &targets {
         t.note(target.line());
@@ -949,6 +1055,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         &Rows {
             rows: &rows,
             targets,
+            etcd_disk: None,
         },
     );
     Ok(())
@@ -993,6 +1100,7 @@ fn run_memory(b: &mut Bench) {
         &Rows {
             rows: &rows,
             targets,
+            etcd_disk: None,
         },
     );
 }
@@ -1052,6 +1160,11 @@ mod tests {
             raw_p50_us: Some(200.0),
             ratio_p50: Some(2.0),
             ratio_p99: None,
+            cpu_coordinator_us: Some(310.0),
+            cpu_bench_us: None,
+            cpu_workers_us: None,
+            loadavg: Some(0.5),
+            etcd_write: None,
         };
         let text = latency_table("t", std::slice::from_ref(&row)).render();
         assert!(text.contains("0.400"), "{text}");
@@ -1061,6 +1174,7 @@ mod tests {
             &Rows {
                 rows: &[row],
                 targets: vec![],
+                etcd_disk: None,
             },
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();

@@ -119,6 +119,10 @@ impl Coordinator {
         self.proc.mem()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Workers that hold a stream (and, on etcd, a lease).
     pub async fn assignable_workers(&self) -> anyhow::Result<usize> {
         let list = self
@@ -251,6 +255,37 @@ pub struct BroadcastRun {
     pub server_span_ms: i64,
     /// Events the extra watchers received, in total.
     pub watcher_events: u64,
+    /// CPU time used during the session (/proc/<pid>/stat, 10 ms ticks).
+    pub cpu: CpuUse,
+}
+
+/// CPU time of the processes of a run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CpuUse {
+    pub coordinator: Duration,
+    /// This process: the measuring watch and any extra watchers.
+    pub bench: Duration,
+    /// The worker processes of the run.
+    pub workers: Duration,
+}
+
+fn cpu_now(coordinator: u32, workers: &[u32]) -> CpuUse {
+    use crate::procs::cpu_time;
+    CpuUse {
+        coordinator: cpu_time(coordinator).unwrap_or_default(),
+        bench: cpu_time(std::process::id()).unwrap_or_default(),
+        workers: workers.iter().filter_map(|p| cpu_time(*p)).sum(),
+    }
+}
+
+impl CpuUse {
+    fn since(self, before: CpuUse) -> CpuUse {
+        CpuUse {
+            coordinator: self.coordinator.saturating_sub(before.coordinator),
+            bench: self.bench.saturating_sub(before.bench),
+            workers: self.workers.saturating_sub(before.workers),
+        }
+    }
 }
 
 /// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>`, with
@@ -262,6 +297,7 @@ pub async fn broadcast(
     rounds: u32,
     extra_watchers: usize,
     time_limit: Duration,
+    worker_pids: &[u32],
 ) -> anyhow::Result<BroadcastRun> {
     let mut client = coord.client();
     // Connections for the extra watchers first, so that connecting them is not timed.
@@ -269,6 +305,7 @@ pub async fn broadcast(
     for _ in 0..extra_watchers {
         watcher_clients.push(connect(&coord.url).await?);
     }
+    let cpu_before = cpu_now(coord.pid(), worker_pids);
     let session = client
         .create_session(v1::CreateSessionRequest {
             task: "mesh-bench broadcast round".into(),
@@ -339,6 +376,7 @@ pub async fn broadcast(
         }
     };
     let (status, reason, end_at, end_ms) = end;
+    let cpu = cpu_now(coord.pid(), worker_pids).since(cpu_before);
     if status != SessionStatus::Completed {
         bail!(
             "broadcast session {id} ended {} ({reason})",
@@ -393,6 +431,7 @@ pub async fn broadcast(
         wall: end_at.saturating_duration_since(starts[0].1),
         server_span_ms: end_ms - starts[0].2,
         watcher_events,
+        cpu,
     })
 }
 
@@ -532,4 +571,68 @@ pub async fn negotiation_fleet(
         .wait_workers(roles.len(), Duration::from_secs(60))
         .await?;
     Ok(procs)
+}
+
+/// The latency of the write one etcd-backed round makes — one transaction holding the
+/// session header and `n` 200-byte entries — measured directly with the coordinator's
+/// `EtcdStore`, `rounds` times, under a prefix of its own.
+pub async fn etcd_write_latency(
+    endpoint: &str,
+    n: usize,
+    rounds: u32,
+) -> anyhow::Result<Vec<Duration>> {
+    use agentmesh_core::{Entry, Phase, Session, SessionConfig, SessionMode, SessionSpec};
+    use agentmesh_store::{EtcdStore, Fence, SessionStore};
+    let client = agentmesh_store::connect_etcd(&[endpoint.to_string()]).await?;
+    let store = EtcdStore::new(client, "/mesh-bench-probe");
+    let spec = SessionSpec {
+        id: format!("probe{n}"),
+        task: "mesh-bench etcd write probe".into(),
+        specialists: bench_roles(n),
+        max_rounds: 4,
+    };
+    let mode = SessionMode::Broadcast { rounds };
+    let (session, _) = Session::new_in(mode, spec, SessionConfig::default(), 0);
+    let mut header = session.summary();
+    for (role, worker) in bench_roles(n).iter().zip(bench_roles(n)) {
+        header
+            .assignments
+            .insert(role.clone(), format!("{worker}-0"));
+    }
+    let content = crate::worker::reply_content();
+    let mut latencies = Vec::with_capacity(rounds as usize);
+    for round in 1..=rounds {
+        let entries: Vec<Entry> = bench_roles(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, role)| Entry {
+                seq: u64::from(round - 1) * n as u64 + i as u64 + 1,
+                round,
+                phase: Phase::Contribute,
+                worker_id: format!("{role}-0"),
+                role,
+                entry_type: crate::worker::entry_type_for(round),
+                timestamp_ms: 1,
+                content: content.clone(),
+                verdict: None,
+                concerns: Vec::new(),
+                proposal_hash: String::new(),
+                proposal_version: 0,
+                signature: Vec::new(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+            })
+            .collect();
+        header.round = round;
+        header.entry_count = u64::from(round) * n as u64;
+        let t0 = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            store.write(&Fence::Unfenced, &header, &entries),
+        )
+        .await
+        .context("an etcd write took over 10s")??;
+        latencies.push(t0.elapsed());
+    }
+    Ok(latencies)
 }

@@ -40,6 +40,37 @@ pub fn mem_of(pid: u32) -> Option<Mem> {
     parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// User + system CPU time (clock ticks) from a `/proc/<pid>/stat` text.
+pub fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields count from its last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let ticks = parse_stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_sec = u64::try_from(per_sec).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_secs_f64(
+        ticks as f64 / per_sec as f64,
+    ))
+}
+
+/// The 1-minute load average, from a `/proc/loadavg` text.
+pub fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+pub fn loadavg() -> Option<f64> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
 /// One child process.
 pub struct Proc {
     pub name: String,
@@ -219,6 +250,15 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn stat_cpu_and_loadavg_are_parsed() {
+        let stat = "1234 (mesh (co) r) S 1 1234 1234 0 -1 4194560 1000 0 0 0 250 37 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(287));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert_eq!(parse_loadavg("3.78 3.73 3.94 2/321 25198\n"), Some(3.78));
+        assert!(cpu_time(std::process::id()).is_some());
     }
 
     #[test]

@@ -65,6 +65,9 @@ impl Raw for RawService {
 pub struct RawRun {
     pub latencies: Vec<Duration>,
     pub wall: Duration,
+    /// CPU time of this process (the server) and of the clients during the rounds.
+    pub cpu_bench: Option<Duration>,
+    pub cpu_clients: Option<Duration>,
 }
 
 /// Runs `rounds` broadcast rounds over `n` client processes of `bench_bin`.
@@ -110,7 +113,16 @@ pub async fn run(
             false,
         )?);
     }
-    let result = drive(&mut joined_rx, &mut replies_rx, n, rounds, time_limit).await;
+    let pids: Vec<u32> = clients.iter().map(Proc::pid).collect();
+    let result = drive(
+        &mut joined_rx,
+        &mut replies_rx,
+        n,
+        rounds,
+        time_limit,
+        &pids,
+    )
+    .await;
     let _ = tokio::task::spawn_blocking(move || {
         stop_all(&mut clients, Duration::from_secs(3));
     })
@@ -126,6 +138,7 @@ async fn drive(
     n: usize,
     rounds: u32,
     time_limit: Duration,
+    client_pids: &[u32],
 ) -> anyhow::Result<RawRun> {
     let mut streams = Vec::with_capacity(n);
     let join_deadline = Instant::now() + Duration::from_secs(30);
@@ -138,6 +151,13 @@ async fn drive(
     }
     let payload = vec![b'x'; PAYLOAD_BYTES];
     let mut latencies = Vec::with_capacity(rounds as usize);
+    let cpu = || {
+        let server = crate::procs::cpu_time(std::process::id());
+        let clients: Option<Duration> =
+            client_pids.iter().map(|p| crate::procs::cpu_time(*p)).sum();
+        (server, clients)
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     for round in 0..u64::from(rounds) {
         if started.elapsed() > time_limit {
@@ -162,9 +182,14 @@ async fn drive(
         }
         latencies.push(t0.elapsed());
     }
+    let wall = started.elapsed();
+    let cpu_after = cpu();
+    let since = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
     Ok(RawRun {
         latencies,
-        wall: started.elapsed(),
+        wall,
+        cpu_bench: since(cpu_after.0, cpu_before.0),
+        cpu_clients: since(cpu_after.1, cpu_before.1),
     })
 }
 

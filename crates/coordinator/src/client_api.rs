@@ -100,7 +100,7 @@ impl SessionService for ClientApi {
         }))
     }
 
-    type WatchSessionStream = ReceiverStream<Result<SessionEvent, Status>>;
+    type WatchSessionStream = GrpcEvents<SessionEvent>;
 
     async fn watch_session(
         &self,
@@ -112,7 +112,7 @@ impl SessionService for ClientApi {
         Ok(Response::new(as_grpc_stream(events)))
     }
 
-    type WatchMeshStream = ReceiverStream<Result<v1::MeshEvent, Status>>;
+    type WatchMeshStream = GrpcEvents<v1::MeshEvent>;
 
     async fn watch_mesh(
         &self,
@@ -124,17 +124,12 @@ impl SessionService for ClientApi {
     }
 }
 
-/// Adapts a watcher's channel to a tonic response stream (same bounded buffer).
-fn as_grpc_stream<T: Send + 'static>(
-    mut events: mpsc::Receiver<T>,
-) -> ReceiverStream<Result<T, Status>> {
-    let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if tx.send(Ok(event)).await.is_err() {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
+/// A watcher's channel as a tonic response stream.
+pub type GrpcEvents<T> = futures::stream::Map<ReceiverStream<T>, fn(T) -> Result<T, Status>>;
+
+/// Adapts a watcher's channel to a tonic response stream: the same bounded buffer, read
+/// directly by the response body (no task and second channel per event in between).
+fn as_grpc_stream<T: Send + 'static>(events: mpsc::Receiver<T>) -> GrpcEvents<T> {
+    use futures::StreamExt;
+    ReceiverStream::new(events).map(Ok as fn(T) -> Result<T, Status>)
 }

@@ -60,6 +60,33 @@ impl EventLog {
         self.len.send_replace((seq, closed));
     }
 
+    /// Appends durable events in order (seqs stamped as by [`EventLog::push`]) and wakes
+    /// the watchers once for all of them, so a phase's entries go out as one batch.
+    pub fn push_all(
+        &self,
+        session_id: &str,
+        timestamp_ms: i64,
+        events: impl IntoIterator<Item = v1::session_event::Event>,
+    ) {
+        let mut log = self.events.lock().expect("event log lock");
+        let before = log.len();
+        for event in events {
+            let seq = log.len() as u64 + 1;
+            log.push(SessionEvent {
+                seq,
+                session_id: session_id.to_string(),
+                timestamp_ms,
+                event: Some(event),
+                session: None,
+                ephemeral: false,
+            });
+        }
+        if log.len() > before {
+            let closed = self.len.borrow().1;
+            self.len.send_replace((log.len() as u64, closed));
+        }
+    }
+
     /// Publishes a progress hint to whoever is watching now.
     pub fn hint(&self, session_id: &str, timestamp_ms: i64, progress: v1::Progress) {
         let _ = self.progress.send(SessionEvent {
@@ -70,6 +97,11 @@ impl EventLog {
             session: None,
             ephemeral: true,
         });
+    }
+
+    /// Whether anyone would receive a progress hint now.
+    pub fn has_hint_listeners(&self) -> bool {
+        self.progress.receiver_count() > 0
     }
 
     /// Marks the log complete: watchers end once they have read everything.
@@ -225,5 +257,27 @@ mod tests {
         assert_eq!(hint.seq, 1);
         log.close();
         assert!(log.read(3, 10).1);
+    }
+
+    #[test]
+    fn a_batch_continues_the_seqs_and_wakes_watchers_once() {
+        let log = EventLog::default();
+        let entry = || v1::session_event::Event::Entry(v1::Entry::default());
+        log.push("s", 1, entry(), None);
+        let mut changes = log.subscribe();
+        changes.borrow_and_update();
+        log.push_all("s", 2, [entry(), entry(), entry()]);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(changes.borrow_and_update().0, 4);
+        let (events, _) = log.read(1, 10);
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        log.push_all("s", 3, []);
+        assert!(
+            !changes.has_changed().unwrap(),
+            "an empty batch wakes no one"
+        );
     }
 }

@@ -485,7 +485,7 @@ impl Mesh {
                 worker_id: worker_id.to_string(),
                 turn: turn.clone(),
                 reply,
-                ack,
+                ack: sessions::AckTo::Caller(ack),
             };
             if tx.send(cmd).await.is_ok()
                 && let Ok(result) = answer.await
@@ -496,9 +496,36 @@ impl Mesh {
         self.answer_for_ended(worker_id, session_id, &turn).await
     }
 
+    /// Routes a worker's result to its session's actor, which answers `ack` once the
+    /// result's phase is written. Returns the result's turn and `ack` when no actor took
+    /// it: the session is not running here, and [`Mesh::answer_for_ended`] must answer.
+    pub(crate) async fn route_result(
+        &self,
+        worker_id: &str,
+        session_id: &str,
+        turn: TurnKey,
+        reply: Reply,
+        ack: sessions::AckTo,
+    ) -> Option<(TurnKey, sessions::AckTo)> {
+        let Some(tx) = self.live_session(session_id) else {
+            return Some((turn, ack));
+        };
+        let cmd = SessionCmd::Result {
+            worker_id: worker_id.to_string(),
+            turn,
+            reply,
+            ack,
+        };
+        match tx.send(cmd).await {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(SessionCmd::Result { turn, ack, .. })) => Some((turn, ack)),
+            Err(_) => unreachable!("the command sent was a result"),
+        }
+    }
+
     /// A result for a session with no running actor: an idempotent duplicate if the
     /// transcript already holds this worker's answer to this turn, else refused.
-    async fn answer_for_ended(
+    pub(crate) async fn answer_for_ended(
         &self,
         worker_id: &str,
         session_id: &str,

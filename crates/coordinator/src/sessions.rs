@@ -32,12 +32,38 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+/// Where the verdict on a worker's result goes.
+pub enum AckTo {
+    /// A caller that waits for it.
+    Caller(oneshot::Sender<Result<Applied, MeshError>>),
+    /// Straight onto the worker's stream as a [`v1::ResultAck`], from the actor itself:
+    /// no task per result waits for it, and the acks of a phase go out right behind the
+    /// next phase's turns, in the same writes.
+    Stream {
+        tx: crate::registry::WorkerTx,
+        turn: v1::TurnId,
+    },
+}
+
+impl AckTo {
+    pub async fn answer(self, outcome: Result<Applied, MeshError>) {
+        match self {
+            AckTo::Caller(tx) => {
+                let _ = tx.send(outcome);
+            }
+            AckTo::Stream { tx, turn } => {
+                crate::worker_api::send_ack(&tx, crate::worker_api::ack_of(turn, outcome)).await
+            }
+        }
+    }
+}
+
 pub enum SessionCmd {
     Result {
         worker_id: String,
         turn: TurnKey,
         reply: Reply,
-        ack: oneshot::Sender<Result<Applied, MeshError>>,
+        ack: AckTo,
     },
     TurnFailed {
         worker_id: String,
@@ -72,7 +98,7 @@ pub struct SessionActor {
     /// The highest seq the store holds.
     written_seq: u64,
     /// Acknowledgements that wait for `unwritten` to be written.
-    held_acks: Vec<(oneshot::Sender<Result<Applied, MeshError>>, Applied)>,
+    held_acks: Vec<(AckTo, Applied)>,
 }
 
 /// Why an actor stops before its session ends.
@@ -162,9 +188,7 @@ impl SessionActor {
                     reply,
                 };
                 match self.session.apply(crate::now_ms(), input) {
-                    Err(rejection) => {
-                        let _ = ack.send(Err(rejection.into()));
-                    }
+                    Err(rejection) => ack.answer(Err(rejection.into())).await,
                     Ok(mut applied) => {
                         if !applied.duplicate {
                             self.mesh.registry.count_turn(&worker_id);
@@ -254,7 +278,7 @@ impl SessionActor {
         let summary = if write_now {
             self.write().await?
         } else {
-            self.release_acks();
+            self.release_acks().await;
             return Ok(());
         };
         let now = crate::now_ms();
@@ -311,7 +335,7 @@ impl SessionActor {
         if self.session.status().is_terminal() {
             self.needed.clear();
         }
-        self.release_acks();
+        self.release_acks().await;
         Ok(())
     }
 
@@ -357,16 +381,16 @@ impl SessionActor {
                 }
             }
         }
-        let now = crate::now_ms();
-        for entry in self.unwritten.drain(..) {
-            self.written_seq = entry.seq;
-            self.log.push(
-                &summary.id,
-                now,
-                Event::Entry(v1::Entry::from(&entry)),
-                None,
-            );
+        if let Some(last) = self.unwritten.last() {
+            self.written_seq = last.seq;
         }
+        self.log.push_all(
+            &summary.id,
+            crate::now_ms(),
+            self.unwritten
+                .drain(..)
+                .map(|entry| Event::Entry(v1::Entry::from(&entry))),
+        );
         Ok(summary)
     }
 
@@ -376,6 +400,9 @@ impl SessionActor {
         let Some(phase) = self.session.status().phase() else {
             return;
         };
+        if !self.log.has_hint_listeners() {
+            return;
+        }
         let participants = self.session.participants();
         let speakers: &[String] = match phase {
             Phase::Framing | Phase::Synthesize => &participants[..1],
@@ -415,14 +442,17 @@ impl SessionActor {
     }
 
     /// Answers every held result whose entry is now written.
-    fn release_acks(&mut self) {
+    async fn release_acks(&mut self) {
+        if self.held_acks.is_empty() {
+            return;
+        }
         let written = self.written_seq;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_acks)
             .into_iter()
             .partition(|(_, applied)| applied.seq.is_none_or(|seq| seq <= written));
         self.held_acks = waiting;
         for (ack, applied) in ready {
-            let _ = ack.send(Ok(applied));
+            ack.answer(Ok(applied)).await;
         }
     }
 

@@ -54,6 +54,11 @@ async fn follow_session(
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 hint = hints.recv() => {
+                    // Hints queued behind this one are newer: only the newest matters.
+                    let mut hint = hint;
+                    while let Ok(newer) = hints.try_recv() {
+                        hint = Ok(newer);
+                    }
                     // Only a hint about the state this watcher has reached is useful.
                     if let Ok(hint) = hint
                         && hint.seq + 1 == next

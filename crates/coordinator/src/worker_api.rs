@@ -11,6 +11,7 @@
 use crate::Mesh;
 use crate::errors::MeshError;
 use crate::registry::WorkerTx;
+use crate::sessions::AckTo;
 use agentmesh_core::session::validate_role;
 use agentmesh_proto::v1::worker_service_server::WorkerService;
 use agentmesh_proto::v1::{
@@ -181,25 +182,38 @@ async fn serve_worker(
     mesh.worker_lost(&worker_id, sessions).await;
 }
 
-/// Handles one message. Results and failure reports are answered from their own task:
-/// a result's acknowledgement waits until its phase is written, and this worker's other
-/// sessions must not wait behind it.
+/// Handles one message. Nothing here waits for a verdict: a result's acknowledgement
+/// waits until its phase is written, and this worker's other sessions must not wait behind
+/// it. A result is handed to its session's actor, which sends the ack on this stream
+/// itself; a failure report is answered from a task of its own.
 async fn handle(mesh: &Arc<Mesh>, worker_id: &str, message: WorkerMessage, tx: &WorkerTx) {
     match message.msg {
         Some(worker_message::Msg::Result(result)) => {
-            let (mesh, worker_id, tx) = (mesh.clone(), worker_id.to_string(), tx.clone());
-            tokio::spawn(async move {
-                let turn_id = result.turn.clone().unwrap_or_default();
-                let outcome = match agentmesh_proto::turn_from_wire(&turn_id) {
-                    Ok((session_id, turn)) => {
-                        let reply = agentmesh_proto::reply_from_wire(&result);
-                        mesh.submit_result(&worker_id, &session_id, turn, reply)
-                            .await
-                    }
-                    Err(why) => Err(MeshError::InvalidArgument(format!("bad turn id: {why}"))),
-                };
-                send_ack(&tx, ack_of(turn_id, outcome)).await;
-            });
+            let turn_id = result.turn.clone().unwrap_or_default();
+            let ack = AckTo::Stream {
+                tx: tx.clone(),
+                turn: turn_id.clone(),
+            };
+            let (session_id, turn) = match agentmesh_proto::turn_from_wire(&turn_id) {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    let why = MeshError::InvalidArgument(format!("bad turn id: {why}"));
+                    return ack.answer(Err(why)).await;
+                }
+            };
+            let reply = agentmesh_proto::reply_from_wire(&result);
+            // The session's actor answers on the stream itself once the phase is written;
+            // a session not running here is answered from the store, off this loop.
+            if let Some((turn, ack)) = mesh
+                .route_result(worker_id, &session_id, turn, reply, ack)
+                .await
+            {
+                let (mesh, worker_id) = (mesh.clone(), worker_id.to_string());
+                tokio::spawn(async move {
+                    let outcome = mesh.answer_for_ended(&worker_id, &session_id, &turn).await;
+                    ack.answer(outcome).await;
+                });
+            }
         }
         Some(worker_message::Msg::Failed(failed)) => {
             tracing::warn!(%worker_id, reason = %failed.reason, "worker reports a failed turn");
@@ -227,7 +241,7 @@ async fn handle(mesh: &Arc<Mesh>, worker_id: &str, message: WorkerMessage, tx: &
     }
 }
 
-async fn send_ack(tx: &WorkerTx, ack: v1::ResultAck) {
+pub(crate) async fn send_ack(tx: &WorkerTx, ack: v1::ResultAck) {
     let _ = tx
         .send(Ok(CoordinatorMessage {
             msg: Some(coordinator_message::Msg::Ack(ack)),
@@ -235,7 +249,10 @@ async fn send_ack(tx: &WorkerTx, ack: v1::ResultAck) {
         .await;
 }
 
-fn ack_of(turn: v1::TurnId, outcome: Result<agentmesh_core::Applied, MeshError>) -> v1::ResultAck {
+pub(crate) fn ack_of(
+    turn: v1::TurnId,
+    outcome: Result<agentmesh_core::Applied, MeshError>,
+) -> v1::ResultAck {
     match outcome {
         Ok(applied) => v1::ResultAck {
             turn: Some(turn),
