@@ -199,7 +199,16 @@ impl EtcdMesh {
     }
 
     fn create(&self, task: &str) -> String {
-        let out = self.meshctl(&["run", task, "--detach"]);
+        self.run_detached(&["run", task, "--detach"])
+    }
+
+    fn create_with_roles(&self, task: &str, roles: &str) -> String {
+        self.run_detached(&["run", task, "--roles", roles, "--detach"])
+    }
+
+    /// Runs `meshctl run ... --detach` and returns the session id it prints first.
+    fn run_detached(&self, args: &[&str]) -> String {
+        let out = self.meshctl(args);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -421,21 +430,7 @@ fn sessions_in_flight_survive_an_etcd_restart() {
         mesh.add_worker(role, &format!("{role}-1"), &["--think-ms", "400"]);
     }
     mesh.wait_workers(3, Duration::from_secs(30));
-    let out = mesh.meshctl(&[
-        "run",
-        "Design a payments ledger",
-        "--roles",
-        "backend,security",
-        "--detach",
-    ]);
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .strip_prefix("session ")
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = mesh.create_with_roles("Design a payments ledger", "backend,security");
     mesh.wait_session(&id, Duration::from_secs(30), "contributing", |s| {
         s.round >= 1
     });
@@ -536,23 +531,4 @@ fn the_embedded_mode_with_a_data_dir_resumes_sessions_after_a_restart() {
     assert_transcript_sound(&transcript);
     assert_no_duplicate_turns(&transcript);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-impl EtcdMesh {
-    fn create_with_roles(&self, task: &str, roles: &str) -> String {
-        let out = self.meshctl(&["run", task, "--roles", roles, "--detach"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("session "))
-            .expect("session id")
-            .trim()
-            .to_string()
-    }
 }

@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The metadata key that names the leader's gRPC address in a standby's refusal.
-pub const LEADER_METADATA: &str = "x-agentmesh-leader";
+pub use agentmesh_proto::LEADER_METADATA;
 
 /// One leadership term (or the absence of one).
 #[derive(Clone, Debug)]

@@ -138,13 +138,19 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         };
         Backends {
-            store: Arc::new(EtcdStore::new(client.clone(), PREFIX)),
+            store: Arc::new(EtcdStore::new(
+                client.clone(),
+                agentmesh_store::DEFAULT_PREFIX,
+            )),
             election: Arc::new(EtcdElection::new(
                 client.clone(),
-                &format!("{PREFIX}/leader"),
+                agentmesh_store::DEFAULT_ELECTION,
                 Duration::from_secs(args.election_ttl.max(1)),
             )),
-            workers: Some(Arc::new(EtcdRegistry::new(client, PREFIX))),
+            workers: Some(Arc::new(EtcdRegistry::new(
+                client,
+                agentmesh_store::DEFAULT_PREFIX,
+            ))),
             durable: true,
         }
     } else if let Some(dir) = &args.data_dir {
@@ -170,9 +176,6 @@ async fn main() -> anyhow::Result<()> {
     };
     agentmesh_coordinator::run(listeners, config, backends, stopped(stop_rx)).await
 }
-
-/// Where agentmesh keeps its keys in etcd.
-const PREFIX: &str = "/agentmesh/v1";
 
 #[cfg(test)]
 mod tests {

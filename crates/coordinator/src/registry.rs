@@ -242,8 +242,7 @@ impl Registry {
             let _ = tx.send(Err(status)).await;
         }
         // The reader task may be blocked on a silent peer: remove now as well.
-        let sessions = self.remove(worker_id);
-        let _ = sessions;
+        self.remove(worker_id);
     }
 
     /// Ends every worker stream (stepping down): workers reconnect to the new leader.

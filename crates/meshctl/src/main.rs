@@ -222,7 +222,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         })?;
         let election = agentmesh_store::EtcdElection::new(
             client,
-            "/agentmesh/v1/leader",
+            agentmesh_store::DEFAULT_ELECTION,
             std::time::Duration::from_secs(2),
         );
         Coordinator::elected(&cli.coordinator, std::sync::Arc::new(election))?

@@ -21,6 +21,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 use agentmesh_core as core;
 
+/// The gRPC metadata key in which a standby coordinator names the leader's address.
+pub const LEADER_METADATA: &str = "x-agentmesh-leader";
+
 impl From<core::Phase> for v1::Phase {
     fn from(p: core::Phase) -> Self {
         match p {

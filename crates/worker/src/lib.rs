@@ -28,8 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// The metadata key in which a standby coordinator names the leader.
-pub const LEADER_METADATA: &str = "x-agentmesh-leader";
+pub use agentmesh_proto::LEADER_METADATA;
 use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Clone)]

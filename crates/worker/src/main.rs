@@ -100,7 +100,8 @@ async fn main() -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             address: args.advertise.clone().unwrap_or_else(host_name),
         };
-        let registry = agentmesh_store::EtcdRegistry::new(client.clone(), PREFIX);
+        let registry =
+            agentmesh_store::EtcdRegistry::new(client.clone(), agentmesh_store::DEFAULT_PREFIX);
         // The registration keeps its lease alive (and re-registers after an etcd outage)
         // in the background until it is revoked on the way out.
         let ttl = Duration::from_secs(args.lease_ttl.max(1));
@@ -120,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         };
         leader_lookup = Some(Arc::new(agentmesh_store::EtcdElection::new(
             client,
-            &format!("{PREFIX}/leader"),
+            agentmesh_store::DEFAULT_ELECTION,
             Duration::from_secs(2),
         )));
     }
@@ -140,9 +141,6 @@ async fn main() -> anyhow::Result<()> {
     }
     result
 }
-
-/// Where agentmesh keeps its keys in etcd.
-const PREFIX: &str = "/agentmesh/v1";
 
 fn host_name() -> String {
     std::env::var("HOSTNAME")
