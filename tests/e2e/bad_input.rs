@@ -324,6 +324,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
             .watch_session(v1::WatchSessionRequest {
                 session_id: unknown(),
                 from_seq: 1,
+                batch_window_ms: None,
             })
             .await
             .unwrap_err();
@@ -399,6 +400,7 @@ fn client_requests_get_precise_statuses_and_change_nothing() {
             .watch_session(v1::WatchSessionRequest {
                 session_id: session.id,
                 from_seq: 1_000,
+                batch_window_ms: None,
             })
             .await
             .unwrap_err();

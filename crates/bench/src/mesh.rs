@@ -202,6 +202,33 @@ pub fn spawn_bench_worker(
     Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
 }
 
+/// Starts a `mesh-bench __watchers` process of `count` watchers at CPU priority `nice`
+/// and waits until it is ready to follow the next session created.
+pub async fn spawn_watchers(
+    bins: &Bins,
+    log_dir: &Path,
+    coord: &Coordinator,
+    count: usize,
+    nice: i32,
+) -> anyhow::Result<Proc> {
+    let args = [
+        "__watchers".to_string(),
+        "--coordinator".to_string(),
+        coord.url.clone(),
+        "--count".to_string(),
+        count.to_string(),
+        "--nice".to_string(),
+        nice.to_string(),
+    ];
+    let name = format!("watchers-{count}-nice{nice}");
+    let mut proc = Proc::spawn(&name, &bins.bench, &args, log_dir, &[], true)?;
+    tokio::task::spawn_blocking(move || {
+        proc.wait_line("ready", Duration::from_secs(60))?;
+        anyhow::Ok(proc)
+    })
+    .await?
+}
+
 /// Starts `n` bench worker processes, one per role `b0 .. b<n-1>`, and waits for them.
 pub async fn broadcast_fleet(
     bins: &Bins,
@@ -263,18 +290,21 @@ pub struct BroadcastRun {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CpuUse {
     pub coordinator: Duration,
-    /// This process: the measuring watch and any extra watchers.
+    /// This process: the measuring watch.
     pub bench: Duration,
     /// The worker processes of the run.
     pub workers: Duration,
+    /// The `__watchers` process, if any.
+    pub watchers: Duration,
 }
 
-fn cpu_now(coordinator: u32, workers: &[u32]) -> CpuUse {
+fn cpu_now(coordinator: u32, workers: &[u32], watchers: Option<u32>) -> CpuUse {
     use crate::procs::cpu_time;
     CpuUse {
         coordinator: cpu_time(coordinator).unwrap_or_default(),
         bench: cpu_time(std::process::id()).unwrap_or_default(),
         workers: workers.iter().filter_map(|p| cpu_time(*p)).sum(),
+        watchers: watchers.and_then(cpu_time).unwrap_or_default(),
     }
 }
 
@@ -284,28 +314,25 @@ impl CpuUse {
             coordinator: self.coordinator.saturating_sub(before.coordinator),
             bench: self.bench.saturating_sub(before.bench),
             workers: self.workers.saturating_sub(before.workers),
+            watchers: self.watchers.saturating_sub(before.watchers),
         }
     }
 }
 
-/// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>`, with
-/// `extra_watchers` more `WatchSession` streams (each on its own connection) beside the
-/// measuring one, and measures it. See the module docs.
+/// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>` and measures
+/// it. `watchers`: a `mesh-bench __watchers` process that has said `ready`; it watches
+/// this session beside the measuring watch (see [`crate::watchers`]).
 pub async fn broadcast(
     coord: &Coordinator,
     n: usize,
     rounds: u32,
-    extra_watchers: usize,
+    watchers: Option<Proc>,
     time_limit: Duration,
     worker_pids: &[u32],
 ) -> anyhow::Result<BroadcastRun> {
     let mut client = coord.client();
-    // Connections for the extra watchers first, so that connecting them is not timed.
-    let mut watcher_clients = Vec::with_capacity(extra_watchers);
-    for _ in 0..extra_watchers {
-        watcher_clients.push(connect(&coord.url).await?);
-    }
-    let cpu_before = cpu_now(coord.pid(), worker_pids);
+    let watchers_pid = watchers.as_ref().map(Proc::pid);
+    let cpu_before = cpu_now(coord.pid(), worker_pids, watchers_pid);
     let session = client
         .create_session(v1::CreateSessionRequest {
             task: "mesh-bench broadcast round".into(),
@@ -317,40 +344,44 @@ pub async fn broadcast(
         .into_inner();
     let id = session.id;
 
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Instant>(extra_watchers.max(1));
-    let mut watchers = tokio::task::JoinSet::new();
-    for mut wc in watcher_clients {
-        let (id, ready) = (id.clone(), ready_tx.clone());
-        watchers.spawn(async move {
-            let mut stream = wc
-                .watch_session(v1::WatchSessionRequest {
-                    session_id: id,
-                    from_seq: 1,
-                })
-                .await?
-                .into_inner();
-            let mut events = 0u64;
-            while let Some(_event) = stream.message().await? {
-                if events == 0 {
-                    let _ = ready.send(Instant::now()).await;
-                }
-                events += 1;
+    // The watcher process's lines are read on a blocking thread: when every watcher has
+    // seen an event (rounds before that are left out), and its total at the end.
+    let watching = watchers.map(|mut proc| {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            let watched = proc.wait_line("watching ", time_limit)?;
+            let all_watching = Instant::now();
+            if watched != id {
+                bail!("the watchers followed session {watched}, not {id}");
             }
-            anyhow::Ok(events)
-        });
-    }
-    drop(ready_tx);
+            let counts: Vec<u64> = proc
+                .wait_line("events ", time_limit + Duration::from_secs(60))?
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .context("the watchers' event counts")?;
+            proc.reap(Instant::now() + Duration::from_secs(10));
+            let [total, fewest, most] = counts[..] else {
+                bail!("the watchers printed {counts:?}, not a total, fewest and most");
+            };
+            anyhow::Ok((all_watching, total, fewest, most))
+        })
+    });
 
     let mut stream = client
         .watch_session(v1::WatchSessionRequest {
             session_id: id.clone(),
             from_seq: 1,
+            // The instrument: its receive times are the round times, so no batching.
+            batch_window_ms: Some(0),
         })
         .await?
         .into_inner();
     let deadline = Instant::now() + time_limit;
     // (round, received, coordinator timestamp) of every CONTRIBUTE event.
     let mut starts: Vec<(u32, Instant, i64)> = Vec::with_capacity(rounds as usize);
+    // Durable events (entries and status changes; progress hints are ephemeral).
+    let mut events_seen = 0u64;
     let end = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = match tokio::time::timeout(left, stream.message()).await {
@@ -363,6 +394,9 @@ pub async fn broadcast(
         let Some(event) = event else {
             bail!("the watch of session {id} ended before the session did");
         };
+        if !event.ephemeral {
+            events_seen += 1;
+        }
         if let Some(Event::Status(change)) = event.event {
             let at = Instant::now();
             match SessionStatus::try_from(change.status) {
@@ -376,7 +410,7 @@ pub async fn broadcast(
         }
     };
     let (status, reason, end_at, end_ms) = end;
-    let cpu = cpu_now(coord.pid(), worker_pids).since(cpu_before);
+    let cpu = cpu_now(coord.pid(), worker_pids, watchers_pid).since(cpu_before);
     if status != SessionStatus::Completed {
         bail!(
             "broadcast session {id} ended {} ({reason})",
@@ -391,29 +425,19 @@ pub async fn broadcast(
             starts.len()
         );
     }
-    let mut watcher_events = 0;
-    let watchers_done = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(done) = watchers.join_next().await {
-            watcher_events += done??;
+    let (all_watching, watcher_events) = match watching {
+        Some(task) => {
+            let (at, total, fewest, most) = task.await??;
+            // Every watcher must have received exactly what the measuring watch did.
+            if fewest != events_seen || most != events_seen {
+                bail!(
+                    "watchers received {fewest}..{most} events each; the session had {events_seen}"
+                );
+            }
+            (Some(at), total)
         }
-        anyhow::Ok(())
-    })
-    .await;
-    match watchers_done {
-        Ok(result) => result?,
-        Err(_) => bail!("extra watchers did not finish within 60s of the session's end"),
-    }
-    let mut ready = Vec::new();
-    while let Ok(at) = ready_rx.try_recv() {
-        ready.push(at);
-    }
-    if ready.len() != extra_watchers {
-        bail!(
-            "only {} of {extra_watchers} extra watchers saw an event",
-            ready.len()
-        );
-    }
-    let all_watching = ready.into_iter().max();
+        None => (None, 0),
+    };
 
     let mut latencies = Vec::with_capacity(starts.len());
     let warmup = warmup_rounds(rounds);
@@ -476,6 +500,8 @@ pub async fn negotiations(
                     .watch_session(v1::WatchSessionRequest {
                         session_id: session.id.clone(),
                         from_seq: 1,
+                        // The instrument: it must see the terminal status when it happens.
+                        batch_window_ms: Some(0),
                     })
                     .await?
                     .into_inner();

@@ -13,6 +13,9 @@ pub struct Summary {
     pub p90_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    /// Samples slower than twice the median: how often the tail happens, not just how
+    /// far it reaches.
+    pub over_2x_p50: usize,
 }
 
 impl Summary {
@@ -24,7 +27,9 @@ impl Summary {
         let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
         us.sort_by(f64::total_cmp);
         let mean = us.iter().sum::<f64>() / us.len() as f64;
+        let p50 = percentile(&us, 50.0);
         Some(Summary {
+            over_2x_p50: us.iter().filter(|&&u| u > 2.0 * p50).count(),
             count: us.len(),
             min_us: us[0],
             mean_us: mean,

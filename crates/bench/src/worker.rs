@@ -160,7 +160,7 @@ mod tests {
             round,
             phase: Phase::Contribute,
             attempt: 1,
-            transcript: Vec::new(),
+            transcript: Default::default(),
             proposal_version: 0,
             proposal_hash: String::new(),
         }

@@ -1,8 +1,53 @@
 //! [`TurnContext`]: everything a brain is told about one turn, and the transcript
 //! queries every brain needs (the framework, the proposal under discussion, the
-//! objections still open).
+//! objections still open). [`Transcript`]: the entries, shared between a worker's held
+//! session and the turns it runs rather than copied into each.
 
 use agentmesh_core::{Entry, EntryType, Objection, Phase, Verdict};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A session's transcript as a brain sees it: every entry so far, in seq order.
+///
+/// The entries sit behind a shared pointer. A worker keeps one `Transcript` per session
+/// it holds and gives each turn a clone of it, which costs a reference count, not a
+/// copy of every entry (a supervisor holding 100 sessions would otherwise copy each
+/// ~30 KiB transcript on every turn). Appending copies the entries only while a turn
+/// still holds the previous snapshot, so a running turn never sees entries change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transcript(Arc<Vec<Entry>>);
+
+impl Transcript {
+    /// Appends `entry`, copying the entries first if a turn still shares them.
+    pub fn push(&mut self, entry: Entry) {
+        self.entries_mut().push(entry);
+    }
+
+    /// The entries, for editing in place; copies them first if they are shared.
+    pub fn entries_mut(&mut self) -> &mut Vec<Entry> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl Deref for Transcript {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.0
+    }
+}
+
+impl From<Vec<Entry>> for Transcript {
+    fn from(entries: Vec<Entry>) -> Self {
+        Transcript(Arc::new(entries))
+    }
+}
+
+impl FromIterator<Entry> for Transcript {
+    fn from_iter<I: IntoIterator<Item = Entry>>(entries: I) -> Self {
+        Transcript::from(entries.into_iter().collect::<Vec<_>>())
+    }
+}
 
 /// One turn, as a brain sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +63,7 @@ pub struct TurnContext {
     pub phase: Phase,
     pub attempt: u32,
     /// Everything seen so far, in seq order.
-    pub transcript: Vec<Entry>,
+    pub transcript: Transcript,
     /// REVIEW turns: the version under review.
     pub proposal_version: u32,
     /// REVIEW turns: the hash to sign.
@@ -174,10 +219,31 @@ mod tests {
             round,
             phase,
             attempt: 1,
-            transcript,
+            transcript: transcript.into(),
             proposal_version: 0,
             proposal_hash: String::new(),
         }
+    }
+
+    #[test]
+    fn clones_share_entries_and_appending_never_changes_a_clone() {
+        let mut held = Transcript::from(vec![entry(
+            1,
+            0,
+            Phase::Framing,
+            "supervisor",
+            EntryType::Framework,
+        )]);
+        let turn = held.clone();
+        assert!(
+            std::ptr::eq(held.as_ptr(), turn.as_ptr()),
+            "a clone is a handle"
+        );
+        held.push(entry(2, 1, Phase::Contribute, "a", EntryType::Analysis));
+        assert_eq!(turn.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        let collected: Transcript = held.iter().cloned().collect();
+        assert_eq!(collected, held);
     }
 
     #[test]

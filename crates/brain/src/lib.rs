@@ -14,7 +14,7 @@
 //! [`DEMO_TASK`] reaches consensus in round 2; [`CONFLICT_TASK`] can never reach it.
 //!
 //! ```
-//! use agentmesh_brain::{Brain, DEMO_TASK, ScriptedBrain, TurnContext};
+//! use agentmesh_brain::{Brain, DEMO_TASK, ScriptedBrain, Transcript, TurnContext};
 //! use agentmesh_core::{EntryType, Phase};
 //! use std::time::Duration;
 //!
@@ -27,7 +27,7 @@
 //!     round: 0,
 //!     phase: Phase::Framing,
 //!     attempt: 1,
-//!     transcript: Vec::new(),
+//!     transcript: Transcript::default(),
 //!     proposal_version: 0,
 //!     proposal_hash: String::new(),
 //! };
@@ -40,7 +40,8 @@
 //!
 //! # Layout
 //!
-//! - [`context`]: [`TurnContext`] and the transcript queries every brain needs —
+//! - [`context`]: [`TurnContext`], the shared [`Transcript`], and the transcript
+//!   queries every brain needs —
 //!   [`TurnContext::framework`], [`TurnContext::current_proposal`],
 //!   [`TurnContext::open_objections`].
 //! - [`catalogue`]: the per-role domain concerns (six built-in roles plus a generic
@@ -76,7 +77,7 @@ pub mod secret;
 pub mod text;
 pub mod verdict;
 
-pub use context::TurnContext;
+pub use context::{Transcript, TurnContext};
 pub use model::{ModelBrain, TurnSettings};
 pub use persona::Persona;
 pub use scripted::ScriptedBrain;

@@ -535,7 +535,7 @@ mod tests {
             round: 2,
             phase: Phase::Contribute,
             attempt: 1,
-            transcript: t,
+            transcript: t.into(),
             proposal_version: 0,
             proposal_hash: String::new(),
         }

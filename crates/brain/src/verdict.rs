@@ -346,7 +346,7 @@ mod tests {
             round: 1,
             phase: agentmesh_core::Phase::Review,
             attempt: 1,
-            transcript: vec![],
+            transcript: Default::default(),
             proposal_version: 1,
             proposal_hash: "abc123".into(),
         };

@@ -51,7 +51,7 @@ fn context_for(session: &Session, turn: &TurnKey) -> TurnContext {
         round: turn.round,
         phase: turn.phase,
         attempt: turn.attempt,
-        transcript: session.transcript().to_vec(),
+        transcript: session.transcript().to_vec().into(),
         proposal_version,
         proposal_hash,
     }
@@ -556,7 +556,7 @@ fn review_context(run: &Run, role: &str, version: u32) -> TurnContext {
         round: version,
         phase: Phase::Review,
         attempt: 1,
-        transcript: run.session.transcript().to_vec(),
+        transcript: run.session.transcript().to_vec().into(),
         proposal_version: version,
         proposal_hash: v.proposal_hash.clone(),
     }
@@ -569,7 +569,7 @@ async fn unusable_contexts_are_errors_not_guesses() {
 
     // Reviewing v2 with a transcript that lacks it.
     let mut ctx = review_context(&run, "backend", 2);
-    ctx.transcript.retain(|e| e.round < 2);
+    ctx.transcript.entries_mut().retain(|e| e.round < 2);
     let err = brain.think(ctx).await.unwrap_err();
     assert!(
         matches!(err, BrainError::BadContext(ref m) if m.contains("not in the")),
@@ -578,7 +578,7 @@ async fn unusable_contexts_are_errors_not_guesses() {
 
     // Reviewing text that does not hash to the version under review.
     let mut ctx = review_context(&run, "backend", 2);
-    for entry in &mut ctx.transcript {
+    for entry in ctx.transcript.entries_mut() {
         if entry.is_proposal_version() && entry.round == 2 {
             entry.content.push_str("\nsmuggled line\n");
         }

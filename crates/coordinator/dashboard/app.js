@@ -17,7 +17,8 @@
   'use strict';
 
   const PHASES = ['FRAMING', 'CONTRIBUTE', 'SYNTHESIZE', 'REVIEW'];
-  const TERMINAL = ['CONSENSUS', 'NO_CONSENSUS', 'CANCELLED', 'FAILED'];
+  // COMPLETED ends broadcast (benchmark) sessions, which negotiate nothing.
+  const TERMINAL = ['CONSENSUS', 'NO_CONSENSUS', 'CANCELLED', 'FAILED', 'COMPLETED'];
   const SPECIALISTS = ['backend', 'frontend', 'security', 'architect', 'devops', 'database'];
   const ROLE_ORDER = ['supervisor'].concat(SPECIALISTS);
   const ROLE_HUES = {
@@ -27,7 +28,7 @@
   const STATUS_LABELS = {
     PENDING: 'Pending', FRAMING: 'Framing', CONTRIBUTE: 'Contribute', SYNTHESIZE: 'Synthesize',
     REVIEW: 'Review', CONSENSUS: 'Consensus', NO_CONSENSUS: 'No consensus',
-    CANCELLED: 'Cancelled', FAILED: 'Failed',
+    CANCELLED: 'Cancelled', FAILED: 'Failed', COMPLETED: 'Completed',
   };
   const COLLAPSE_LINES = 14;
   const DIFF_CONTEXT = 3;
@@ -848,6 +849,11 @@
               ? h('ul', { class: 'objections', id: 'open-objections' },
                 objections.map((o) => h('li', { dataset: { role: o.role } }, roleChip(o.role), h('span', null, o.concern))))
               : null));
+      } else if (s.status === 'COMPLETED') {
+        fill(el,
+          h('div', { class: 'outcome-icon', 'aria-hidden': 'true' }, '\u2713'),
+          h('div', { class: 'outcome-body' },
+            outcomeHead('COMPLETED', s.reason || 'Every broadcast round ran.')));
       } else if (s.status === 'FAILED' || s.status === 'CANCELLED') {
         fill(el,
           h('div', { class: 'outcome-icon', 'aria-hidden': 'true' }, s.status === 'FAILED' ? '\u00d7' : '\u2013'),

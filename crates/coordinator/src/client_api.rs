@@ -102,14 +102,23 @@ impl SessionService for ClientApi {
 
     type WatchSessionStream = GrpcEvents<SessionEvent>;
 
+    /// Reached only where `ClientApi` is served without [`crate::watch_grpc::SessionRoutes`]
+    /// (the coordinator always adds it): the same events, cloned and encoded per watcher.
     async fn watch_session(
         &self,
         request: Request<v1::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
-        self.mesh.require_leader().await?;
-        let r = request.into_inner();
-        let events = watch::session_events(&self.mesh, &r.session_id, r.from_seq).await?;
-        Ok(Response::new(as_grpc_stream(events)))
+        let events = crate::watch_grpc::session_events(&self.mesh, request.into_inner()).await?;
+        let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
+        tokio::spawn(async move {
+            let mut events = events;
+            while let Some(shared) = events.recv().await {
+                if tx.send(shared.event.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(as_grpc_stream(rx)))
     }
 
     type WatchMeshStream = GrpcEvents<v1::MeshEvent>;

@@ -14,17 +14,38 @@
 //!
 //! The mesh log is a bounded ring: a watcher that asks for events it no longer holds
 //! is sent a `resync` snapshot instead — told, never silently skipped.
+//!
+//! Session events are kept as [`SharedEvent`]s: the message and its protobuf encoding,
+//! made once when the event is logged. Fifty gRPC watchers of a session then share one
+//! encoding of each event instead of making fifty copies and fifty encodings.
 
 use agentmesh_proto::v1::{self, MeshEvent, SessionEvent};
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use bytes::Bytes;
+use prost::Message;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 
+/// A session event as every watcher receives it.
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub event: SessionEvent,
+    /// `event`, protobuf-encoded: what a gRPC watcher is sent.
+    pub encoded: Bytes,
+}
+
+impl SharedEvent {
+    pub fn new(event: SessionEvent) -> Arc<SharedEvent> {
+        let encoded = Bytes::from(event.encode_to_vec());
+        Arc::new(SharedEvent { event, encoded })
+    }
+}
+
 pub struct EventLog {
-    events: Mutex<Vec<SessionEvent>>,
+    events: Mutex<Vec<Arc<SharedEvent>>>,
     /// (number of events, closed) — watchers wait on changes of this.
     len: watch::Sender<(u64, bool)>,
-    progress: broadcast::Sender<SessionEvent>,
+    progress: broadcast::Sender<Arc<SharedEvent>>,
 }
 
 impl Default for EventLog {
@@ -48,14 +69,14 @@ impl EventLog {
     ) {
         let mut events = self.events.lock().expect("event log lock");
         let seq = events.len() as u64 + 1;
-        events.push(SessionEvent {
+        events.push(SharedEvent::new(SessionEvent {
             seq,
             session_id: session_id.to_string(),
             timestamp_ms,
             event: Some(event),
             session,
             ephemeral: false,
-        });
+        }));
         let closed = self.len.borrow().1;
         self.len.send_replace((seq, closed));
     }
@@ -72,14 +93,14 @@ impl EventLog {
         let before = log.len();
         for event in events {
             let seq = log.len() as u64 + 1;
-            log.push(SessionEvent {
+            log.push(SharedEvent::new(SessionEvent {
                 seq,
                 session_id: session_id.to_string(),
                 timestamp_ms,
                 event: Some(event),
                 session: None,
                 ephemeral: false,
-            });
+            }));
         }
         if log.len() > before {
             let closed = self.len.borrow().1;
@@ -89,14 +110,14 @@ impl EventLog {
 
     /// Publishes a progress hint to whoever is watching now.
     pub fn hint(&self, session_id: &str, timestamp_ms: i64, progress: v1::Progress) {
-        let _ = self.progress.send(SessionEvent {
+        let _ = self.progress.send(SharedEvent::new(SessionEvent {
             seq: self.last_seq(),
             session_id: session_id.to_string(),
             timestamp_ms,
             event: Some(v1::session_event::Event::Progress(progress)),
             session: None,
             ephemeral: true,
-        });
+        }));
     }
 
     /// Whether anyone would receive a progress hint now.
@@ -115,10 +136,10 @@ impl EventLog {
     }
 
     /// Events with `seq >= from_seq` (at most `limit`), and whether the log is closed.
-    pub fn read(&self, from_seq: u64, limit: usize) -> (Vec<SessionEvent>, bool) {
+    pub fn read(&self, from_seq: u64, limit: usize) -> (Vec<Arc<SharedEvent>>, bool) {
         let events = self.events.lock().expect("event log lock");
         let skip = from_seq.saturating_sub(1) as usize;
-        let batch: Vec<SessionEvent> = events.iter().skip(skip).take(limit).cloned().collect();
+        let batch: Vec<_> = events.iter().skip(skip).take(limit).cloned().collect();
         (batch, self.len.borrow().1)
     }
 
@@ -126,8 +147,74 @@ impl EventLog {
         self.len.subscribe()
     }
 
-    pub fn subscribe_progress(&self) -> broadcast::Receiver<SessionEvent> {
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<Arc<SharedEvent>> {
         self.progress.subscribe()
+    }
+}
+
+/// The session event logs a coordinator holds in memory: every running session's, and
+/// the most recently ended ones'. An older ended session's log is dropped; a watcher that
+/// asks for it gets one rebuilt from the store (`Mesh::session_log`), with the same seqs,
+/// because a session's durable events are a function of its transcript. So memory stays
+/// bounded however long the coordinator runs, and nothing is lost.
+pub struct SessionLogs {
+    by_id: HashMap<String, Arc<EventLog>>,
+    /// Ended sessions whose logs are kept, oldest first.
+    ended: VecDeque<String>,
+    ended_kept: usize,
+}
+
+impl SessionLogs {
+    pub fn new(ended_kept: usize) -> SessionLogs {
+        SessionLogs {
+            by_id: HashMap::new(),
+            ended: VecDeque::new(),
+            ended_kept,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<EventLog>> {
+        self.by_id.get(id).cloned()
+    }
+
+    /// Holds the log of a running session.
+    pub fn insert_running(&mut self, id: &str, log: Arc<EventLog>) {
+        self.by_id.insert(id.to_string(), log);
+    }
+
+    /// Holds the log of an ended session (just ended, or rebuilt from the store), dropping
+    /// the oldest ended ones beyond the limit.
+    pub fn insert_ended(&mut self, id: &str, log: Arc<EventLog>) {
+        self.by_id.insert(id.to_string(), log);
+        if !self.ended.iter().any(|ended| ended == id) {
+            self.ended.push_back(id.to_string());
+        }
+        while self.ended.len() > self.ended_kept {
+            if let Some(oldest) = self.ended.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// Marks a running session's log as ended (see [`SessionLogs::insert_ended`]).
+    pub fn ended(&mut self, id: &str) {
+        if let Some(log) = self.by_id.get(id).cloned() {
+            self.insert_ended(id, log);
+        }
+    }
+
+    /// Empties the map, handing back every log (the term ended).
+    pub fn drain(&mut self) -> impl Iterator<Item = Arc<EventLog>> + '_ {
+        self.ended.clear();
+        self.by_id.drain().map(|(_, log)| log)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 }
 
@@ -213,6 +300,29 @@ mod tests {
     }
 
     #[test]
+    fn only_the_newest_ended_logs_are_kept_and_running_ones_always_are() {
+        let mut logs = SessionLogs::new(2);
+        logs.insert_running("live", Arc::new(EventLog::default()));
+        for id in ["a", "b", "c"] {
+            logs.insert_running(id, Arc::new(EventLog::default()));
+            logs.ended(id);
+        }
+        assert!(logs.get("a").is_none(), "the oldest ended log is dropped");
+        assert!(logs.get("b").is_some() && logs.get("c").is_some());
+        assert!(
+            logs.get("live").is_some(),
+            "a running session's log is never dropped"
+        );
+        // A rebuilt log of an ended session counts as ended, once.
+        logs.insert_ended("a", Arc::new(EventLog::default()));
+        logs.insert_ended("a", Arc::new(EventLog::default()));
+        assert!(logs.get("b").is_none());
+        assert_eq!(logs.len(), 3);
+        assert_eq!(logs.drain().count(), 3);
+        assert!(logs.is_empty());
+    }
+
+    #[test]
     fn the_mesh_log_is_bounded_and_says_when_a_watcher_must_resync() {
         let log = MeshLog::new(1000);
         assert_eq!(log.last_seq(), 999);
@@ -250,11 +360,14 @@ mod tests {
             None,
         );
         let (events, closed) = log.read(1, 10);
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            events.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
         assert!(!closed);
         let hint = hints.try_recv().unwrap();
-        assert!(hint.ephemeral);
-        assert_eq!(hint.seq, 1);
+        assert!(hint.event.ephemeral);
+        assert_eq!(hint.event.seq, 1);
         log.close();
         assert!(log.read(3, 10).1);
     }
@@ -271,9 +384,16 @@ mod tests {
         assert_eq!(changes.borrow_and_update().0, 4);
         let (events, _) = log.read(1, 10);
         assert_eq!(
-            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            events.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
+        for shared in &events {
+            assert_eq!(
+                SessionEvent::decode(shared.encoded.clone()).unwrap(),
+                shared.event,
+                "the shared encoding is the event's"
+            );
+        }
         log.push_all("s", 3, []);
         assert!(
             !changes.has_changed().unwrap(),

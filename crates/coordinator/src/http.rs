@@ -308,10 +308,11 @@ async fn session_events(
 ) -> Result<Response, ApiError> {
     leading(&mesh).await?;
     let from = resume_point(&headers, &query)?.unwrap_or(1);
-    let mut events = watch::session_events(&mesh, &id, from).await?;
+    let window = mesh.config.watch_batch_window;
+    let mut events = watch::session_events(&mesh, &id, from, window).await?;
     let stream = async_stream(move |tx| async move {
         while let Some(event) = events.recv().await {
-            if tx.send(session_sse(&event)).await.is_err() {
+            if tx.send(session_sse(&event.event)).await.is_err() {
                 return;
             }
         }

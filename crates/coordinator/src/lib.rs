@@ -15,7 +15,12 @@
 //!   heartbeats, draining.
 //! - [`client_api`]: the `SessionService` — create, get, list, cancel, workers,
 //!   transcript, watch.
-//! - [`events`]: the per-session ordered event log behind `WatchSession`.
+//! - [`events`]: the per-session ordered event log behind `WatchSession` (each event
+//!   encoded once, shared by every watcher) and the mesh log behind `WatchMesh`.
+//! - [`watch`]: one follower task per watcher, reading a log from its own cursor, with
+//!   a batch window so many watchers of a busy session cost few writes.
+//! - [`watch_grpc`]: serves `WatchSession` from the shared encodings (a wrapper around
+//!   the generated `SessionService` server).
 //! - [`errors`]: the one table from failures to gRPC status codes.
 //! - [`oversize`]: the tower layer that reports oversized requests as RESOURCE_EXHAUSTED.
 
@@ -28,6 +33,7 @@ pub mod oversize;
 pub mod registry;
 pub mod sessions;
 pub mod watch;
+pub mod watch_grpc;
 pub mod worker_api;
 
 use agentmesh_core::{Reply, Session, SessionConfig, SessionSpec, SessionSummary, TurnKey};
@@ -35,7 +41,7 @@ use agentmesh_proto::v1::session_service_server::SessionServiceServer;
 use agentmesh_proto::v1::worker_service_server::WorkerServiceServer;
 use agentmesh_store::{Election, Fence, SessionStore, WorkerRegistry};
 use errors::MeshError;
-use events::{EventLog, MeshLog};
+use events::{EventLog, MeshLog, SessionLogs};
 use leadership::Term;
 use registry::Registry;
 use sessions::{SessionActor, SessionCmd};
@@ -70,6 +76,13 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// How long shutdown waits for connections to close.
     pub drain_timeout: Duration,
+    /// How long a session watcher may hold events back to send them together, unless it
+    /// asks for another window. One write per watcher per window instead of per event
+    /// is what keeps many watchers from slowing the sessions they watch.
+    pub watch_batch_window: Duration,
+    /// How many ended sessions keep their event log in memory; older ones are rebuilt
+    /// from the store when watched.
+    pub ended_logs_kept: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -83,6 +96,8 @@ impl Default for CoordinatorConfig {
             default_max_rounds: 4,
             heartbeat_interval: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
+            watch_batch_window: Duration::from_millis(10),
+            ended_logs_kept: 256,
         }
     }
 }
@@ -153,8 +168,8 @@ pub struct Mesh {
     term: tokio::sync::watch::Sender<Term>,
     /// Sessions whose actor is running, by id.
     live: Mutex<HashMap<String, mpsc::Sender<SessionCmd>>>,
-    /// Every session's event log, ended sessions included, by id.
-    logs: Mutex<HashMap<String, Arc<EventLog>>>,
+    /// Running sessions' event logs, and the most recently ended ones'.
+    logs: Mutex<SessionLogs>,
     /// The mesh-wide event log of the current term.
     mesh_log: Mutex<Arc<MeshLog>>,
     pub shutdown: CancellationToken,
@@ -174,6 +189,7 @@ impl Mesh {
         // (RESOURCE_EXHAUSTED), before it is accepted. 4 KiB covers the entry's fields.
         let store_limit = backends.store.max_entry_bytes().saturating_sub(4096);
         config.max_entry_bytes = config.max_entry_bytes.min(store_limit);
+        let ended_logs_kept = config.ended_logs_kept;
         Arc::new(Mesh {
             config,
             registry: Registry::new(backends.workers.is_some()),
@@ -182,7 +198,7 @@ impl Mesh {
             durable: backends.durable,
             term: tokio::sync::watch::channel(Term::standby()).0,
             live: Mutex::new(HashMap::new()),
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(SessionLogs::new(ended_logs_kept)),
             mesh_log: Mutex::new(Arc::new(MeshLog::new(now_ms().max(1) as u64 * 1000))),
             shutdown: CancellationToken::new(),
             doubt: tokio::sync::Notify::new(),
@@ -249,7 +265,7 @@ impl Mesh {
         old.token.cancel();
         self.live.lock().expect("live lock").clear();
         for log in self.logs.lock().expect("logs lock").drain() {
-            log.1.close();
+            log.close();
         }
         self.registry
             .disconnect_all(tonic::Status::unavailable(
@@ -317,7 +333,7 @@ impl Mesh {
         self.logs
             .lock()
             .expect("logs lock")
-            .insert(id.clone(), log.clone());
+            .insert_running(&id, log.clone());
         let actor = SessionActor::new(self.clone(), session, log, rx, term);
         tokio::spawn(
             actor
@@ -381,7 +397,7 @@ impl Mesh {
             self.logs
                 .lock()
                 .expect("logs lock")
-                .insert(id.to_string(), log.clone());
+                .insert_ended(id, log.clone());
         }
         Ok(log)
     }
@@ -454,6 +470,12 @@ impl Mesh {
 
     pub(crate) fn forget_live_session(&self, id: &str) {
         self.live.lock().expect("live lock").remove(id);
+        self.logs.lock().expect("logs lock").ended(id);
+    }
+
+    /// Whether this coordinator runs the session's actor now.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.live.lock().expect("live lock").contains_key(id)
     }
 
     fn live_session(&self, id: &str) -> Option<mpsc::Sender<SessionCmd>> {
@@ -461,7 +483,7 @@ impl Mesh {
     }
 
     pub fn event_log(&self, id: &str) -> Option<Arc<EventLog>> {
-        self.logs.lock().expect("logs lock").get(id).cloned()
+        self.logs.lock().expect("logs lock").get(id)
     }
 
     pub async fn summary(&self, id: &str) -> Result<SessionSummary, MeshError> {
@@ -667,9 +689,12 @@ pub async fn run(
     let worker_service = WorkerServiceServer::new(worker_api::WorkerApi::new(mesh.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(MAX_ENCODE_BYTES);
-    let session_service = SessionServiceServer::new(client_api::ClientApi::new(mesh.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(MAX_ENCODE_BYTES);
+    let session_service = watch_grpc::SessionRoutes::new(
+        SessionServiceServer::new(client_api::ClientApi::new(mesh.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(MAX_ENCODE_BYTES),
+        mesh.clone(),
+    );
 
     if let Some(workers) = backends.workers.clone() {
         tokio::spawn(registry::follow_leases(mesh.clone(), workers));

@@ -38,6 +38,10 @@ struct Args {
     /// How often workers must show signs of life (three missed intervals drop a worker).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// How long a session watcher (gRPC or SSE) may hold events back to send them
+    /// together while they arrive faster than this; a watcher may ask for another window.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    watch_batch: Duration,
     /// This coordinator's name in logs and Welcome messages.
     #[arg(long, default_value = "coordinator")]
     id: String,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         max_entry_bytes: args.max_entry_bytes,
         default_max_rounds: args.default_max_rounds,
         heartbeat_interval: args.heartbeat_interval,
+        watch_batch_window: args.watch_batch,
         ..CoordinatorConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

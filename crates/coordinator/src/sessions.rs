@@ -14,6 +14,11 @@
 //! 5. dispatches turns, asks the registry for workers, releases workers;
 //! 6. only then acknowledges the held results — so nothing acknowledged is unwritten, and
 //!    no worker is ever sent an entry that a new leader would not have.
+//!
+//! One exception to the order, for speed: a turn whose request carries no unwritten
+//! entry (a broadcast session's blind turns) is dispatched before step 3, so the
+//! worker's turn overlaps the store write (see `carry_out`). The guarantees of step 6
+//! hold unchanged.
 
 use crate::Mesh;
 use crate::errors::MeshError;
@@ -273,14 +278,33 @@ impl SessionActor {
                 }
             }
         }
-        // Status events and releases show the header just written. (Only a transition
-        // that appended an entry and nothing else writes nothing, and needs no summary.)
-        let summary = if write_now {
-            self.write().await?
-        } else {
+        if !write_now {
+            // Only a transition that appended an entry and nothing else writes nothing.
             self.release_acks().await;
             return Ok(());
-        };
+        }
+        // Pipelining: a turn that carries no entry the store lacks goes out *before* the
+        // write, so the worker thinks while the store syncs, and the round costs
+        // max(write, turn) instead of their sum. Safe because what it tells the worker
+        // (round, phase, attempt) a new leader would redo with a new attempt, and it
+        // carries no unwritten entry (invariant 6 in the module docs). In practice: the
+        // blind turns of broadcast sessions; a negotiation's next phase needs the
+        // entries being written, so its turns wait.
+        let (early, rest): (Vec<Effect>, Vec<Effect>) = rest.into_iter().partition(|effect| {
+            matches!(effect, Effect::Dispatch { worker_id, .. } if self.sends_only_durable(worker_id))
+        });
+        for effect in early {
+            if let Effect::Dispatch {
+                worker_id,
+                turn,
+                deadline_ms,
+            } = effect
+            {
+                self.dispatch(&worker_id, &turn, deadline_ms).await;
+            }
+        }
+        // Status events and releases show the header just written.
+        let summary = self.write().await?;
         let now = crate::now_ms();
         for effect in rest {
             match effect {
@@ -493,24 +517,38 @@ impl SessionActor {
         }
     }
 
+    /// The transcript seq a worker holds up to, as the next turn to it will assume.
+    fn cursor_of(&self, worker_id: &str) -> u64 {
+        let cursor = self.cursors.get(worker_id).copied().unwrap_or_else(|| {
+            self.mesh
+                .registry
+                .reported_cursor(worker_id, self.session.id())
+        });
+        // A cursor past the transcript (a worker that saw another leader's entries)
+        // gets the whole transcript again.
+        if cursor > self.session.transcript().len() as u64 {
+            0
+        } else {
+            cursor
+        }
+    }
+
+    /// Whether a turn to `worker_id` now would carry only entries the store holds.
+    fn sends_only_durable(&self, worker_id: &str) -> bool {
+        self.session.mode().is_broadcast()
+            || self.session.transcript()[self.cursor_of(worker_id) as usize..]
+                .iter()
+                .all(|entry| entry.seq <= self.written_seq)
+    }
+
     /// Sends a turn with only the transcript the worker has not seen.
     async fn dispatch(&mut self, worker_id: &str, turn: &TurnKey, deadline_ms: i64) {
         let Some(tx) = self.mesh.registry.sender(worker_id) else {
             // Gone already; its WorkerLost is on the way and will reassign the turn.
             return;
         };
+        let cursor = self.cursor_of(worker_id);
         let transcript = self.session.transcript();
-        let reported = self
-            .mesh
-            .registry
-            .reported_cursor(worker_id, self.session.id());
-        let mut cursor = *self
-            .cursors
-            .entry(worker_id.to_string())
-            .or_insert(reported);
-        if cursor > transcript.len() as u64 {
-            cursor = 0;
-        }
         // A broadcast (benchmark) session's workers answer blind: its turns carry no
         // transcript, so a round costs what the round machinery costs.
         let blind = self.session.mode().is_broadcast();

@@ -1,12 +1,24 @@
 //! The watch streams, shared by gRPC (`WatchSession`, `WatchMesh`) and the HTTP
 //! Server-Sent Events endpoints: each watcher is a task reading a log from its own
 //! cursor into a bounded channel, so a slow watcher only ever waits on itself.
+//!
+//! # Batching
+//!
+//! A session watcher that has just sent what it read waits one *batch window* before
+//! reading again, so while events arrive faster than the window it sends them in one
+//! write per window instead of one per phase. The first event after a quiet spell goes
+//! out at once (the wait only follows a send), so a negotiation whose turns take
+//! seconds is watched with no delay at all. Why: on the coordinator a watcher's cost is
+//! almost all in its socket writes and wake-ups (a profile with 50 watchers of a
+//! 1,600-rounds/s session spent 39 % of the coordinator's CPU in `writev`), not in the
+//! events, and those writes compete with the sessions for the same cores.
 
 use crate::Mesh;
 use crate::errors::MeshError;
-use crate::events::EventLog;
-use agentmesh_proto::v1::{self, MeshEvent, SessionEvent, mesh_event};
+use crate::events::{EventLog, SharedEvent};
+use agentmesh_proto::v1::{self, MeshEvent, mesh_event};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Events a watcher may have in flight before its task waits for the client.
@@ -14,11 +26,14 @@ pub const WATCH_BUFFER: usize = 64;
 
 /// Follows one session from `from_seq` (1 = from the start): history, then live, until
 /// the session ends. Progress hints are interleaved while the watcher is caught up.
+///
+/// `batch_window`: how long to hold events back after a send (zero: never).
 pub async fn session_events(
     mesh: &Arc<Mesh>,
     session_id: &str,
     from_seq: u64,
-) -> Result<mpsc::Receiver<SessionEvent>, MeshError> {
+    batch_window: Duration,
+) -> Result<mpsc::Receiver<Arc<SharedEvent>>, MeshError> {
     let log = mesh.session_log(session_id).await?;
     let from_seq = from_seq.max(1);
     let last = log.last_seq();
@@ -28,14 +43,22 @@ pub async fn session_events(
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let shutdown = mesh.shutdown.clone();
     let term = mesh.term().token;
-    tokio::spawn(follow_session(log, from_seq, tx, shutdown, term));
+    tokio::spawn(follow_session(
+        log,
+        from_seq,
+        tx,
+        batch_window,
+        shutdown,
+        term,
+    ));
     Ok(rx)
 }
 
 async fn follow_session(
     log: Arc<EventLog>,
     from_seq: u64,
-    tx: mpsc::Sender<SessionEvent>,
+    tx: mpsc::Sender<Arc<SharedEvent>>,
+    batch_window: Duration,
     shutdown: tokio_util::sync::CancellationToken,
     term: tokio_util::sync::CancellationToken,
 ) {
@@ -61,7 +84,7 @@ async fn follow_session(
                     }
                     // Only a hint about the state this watcher has reached is useful.
                     if let Ok(hint) = hint
-                        && hint.seq + 1 == next
+                        && hint.event.seq + 1 == next
                         && tx.send(hint).await.is_err()
                     {
                         return;
@@ -74,10 +97,19 @@ async fn follow_session(
             }
             continue;
         }
+        let caught_up = batch.len() < WATCH_BUFFER;
         for event in batch {
-            next = event.seq + 1;
+            next = event.event.seq + 1;
             if tx.send(event).await.is_err() {
                 return; // the watcher went away
+            }
+        }
+        // Still behind (a full read): go on at once. Caught up: let the next events
+        // gather for one window, so they leave in one write (see the module docs).
+        if caught_up && !batch_window.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(batch_window) => {}
+                () = shutdown.cancelled() => return,
             }
         }
     }
@@ -152,4 +184,84 @@ async fn resync(mesh: &Mesh, seq: u64) -> Result<MeshEvent, MeshError> {
             workers: mesh.registry.list(),
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    fn entry() -> v1::session_event::Event {
+        v1::session_event::Event::Entry(v1::Entry::default())
+    }
+
+    /// Follows `log` from seq 1 with `window`; returns the watcher's channel.
+    fn follow(log: &Arc<EventLog>, window: Duration) -> mpsc::Receiver<Arc<SharedEvent>> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let never = CancellationToken::new();
+        tokio::spawn(follow_session(
+            log.clone(),
+            1,
+            tx,
+            window,
+            never.clone(),
+            never,
+        ));
+        rx
+    }
+
+    // Paused time: the runtime jumps the clock only when every task waits, so the
+    // elapsed times below are exactly the delays the follower chose.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_event_goes_at_once_and_a_burst_waits_for_one_window() {
+        let window = Duration::from_millis(50);
+        let log = Arc::new(EventLog::default());
+        let mut watcher = follow(&log, window);
+
+        let start = Instant::now();
+        log.push("s", 1, entry(), None);
+        assert_eq!(watcher.recv().await.unwrap().event.seq, 1);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a quiet session's event is not held"
+        );
+
+        // A burst right behind it leaves together, one window after the first send.
+        log.push_all("s", 2, [entry(), entry()]);
+        log.push("s", 3, entry(), None);
+        let seqs = [
+            watcher.recv().await.unwrap().event.seq,
+            watcher.recv().await.unwrap().event.seq,
+            watcher.recv().await.unwrap().event.seq,
+        ];
+        assert_eq!(seqs, [2, 3, 4], "in order, none lost");
+        assert_eq!(start.elapsed(), window);
+
+        // After a quiet spell, at once again.
+        tokio::time::sleep(window * 4).await;
+        let quiet = Instant::now();
+        log.push("s", 4, entry(), None);
+        assert_eq!(watcher.recv().await.unwrap().event.seq, 5);
+        assert_eq!(quiet.elapsed(), Duration::ZERO);
+
+        log.close();
+        assert!(
+            watcher.recv().await.is_none(),
+            "the watch ends with the log"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_window_sends_every_event_at_once() {
+        let log = Arc::new(EventLog::default());
+        let mut watcher = follow(&log, Duration::ZERO);
+        let start = Instant::now();
+        for seq in 1..=3 {
+            log.push("s", 1, entry(), None);
+            assert_eq!(watcher.recv().await.unwrap().event.seq, seq);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
 }

@@ -90,6 +90,7 @@ impl WorkerService for WorkerApi {
         };
         let info = admit(&hello)?;
         let worker_id = info.worker_id.clone();
+        let held: Vec<String> = hello.cursors.iter().map(|c| c.session_id.clone()).collect();
         let cursors = hello
             .cursors
             .iter()
@@ -112,6 +113,7 @@ impl WorkerService for WorkerApi {
                 msg: Some(coordinator_message::Msg::Welcome(welcome)),
             }))
             .await;
+        tokio::spawn(end_stale_holdings(self.mesh.clone(), held, tx.clone()));
         tokio::spawn(serve_worker(
             self.mesh.clone(),
             worker_id,
@@ -120,6 +122,38 @@ impl WorkerService for WorkerApi {
             tx,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Sends `SessionEnd` for every session a (re)connecting worker says it holds that has
+/// ended or that the store does not know: a worker that was away when its session ended,
+/// or whose turn went to a replica, would otherwise hold that transcript forever. A
+/// session that is merely not running here yet (a new leader still resuming it) is left
+/// alone, as is any session the store cannot answer for right now.
+async fn end_stale_holdings(mesh: Arc<Mesh>, held: Vec<String>, tx: WorkerTx) {
+    for session_id in held {
+        if mesh.is_running(&session_id) {
+            continue;
+        }
+        let end = match mesh.store.get(&session_id).await {
+            Ok(header) if header.status.is_terminal() => v1::SessionEnd {
+                session_id,
+                status: v1::SessionStatus::from(header.status) as i32,
+                reason: header.reason,
+            },
+            Err(agentmesh_store::StoreError::NotFound(_)) => v1::SessionEnd {
+                session_id,
+                status: v1::SessionStatus::Unspecified as i32,
+                reason: "no such session on this coordinator".into(),
+            },
+            _ => continue,
+        };
+        let message = CoordinatorMessage {
+            msg: Some(coordinator_message::Msg::SessionEnd(end)),
+        };
+        if tx.send(Ok(message)).await.is_err() {
+            return;
+        }
     }
 }
 

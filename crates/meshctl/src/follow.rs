@@ -216,6 +216,8 @@ async fn watch_once(
     let request = v1::WatchSessionRequest {
         session_id: session_id.to_string(),
         from_seq: tracker.next_seq(),
+        // A person reads this: the coordinator's default batching is fine.
+        batch_window_ms: None,
     };
     tracing::debug!(
         session = session_id,
@@ -289,11 +291,12 @@ fn broken_or_fatal(status: tonic::Status) -> Result<Interrupted, CliError> {
     }
 }
 
-/// The process exit code a finished session maps to: 0 on CONSENSUS, 2 on
-/// NO_CONSENSUS, 1 on FAILED, CANCELLED or anything unexpected.
+/// The process exit code a finished session maps to: 0 on CONSENSUS (or COMPLETED, the
+/// end of a broadcast session, which has nothing to agree on), 2 on NO_CONSENSUS, 1 on
+/// FAILED, CANCELLED or anything unexpected.
 pub fn exit_code(status: i32) -> u8 {
     match status_from_wire(status) {
-        Some(Status::Consensus) => 0,
+        Some(Status::Consensus) | Some(Status::Completed) => 0,
         Some(Status::NoConsensus) => 2,
         _ => 1,
     }
@@ -430,6 +433,7 @@ mod tests {
     fn exit_codes_follow_the_outcome() {
         assert_eq!(exit_code(v1::SessionStatus::Consensus as i32), 0);
         assert_eq!(exit_code(v1::SessionStatus::NoConsensus as i32), 2);
+        assert_eq!(exit_code(v1::SessionStatus::Completed as i32), 0);
         assert_eq!(exit_code(v1::SessionStatus::Failed as i32), 1);
         assert_eq!(exit_code(v1::SessionStatus::Cancelled as i32), 1);
         assert_eq!(exit_code(v1::SessionStatus::Review as i32), 1);

@@ -2,8 +2,9 @@
 //! coordinator and follows them live, lists and inspects sessions and workers, cancels
 //! sessions and exports transcripts.
 //!
-//! Exit codes: 0 success (for `run`/`watch`: the session reached CONSENSUS), 2 the
-//! followed session ended in NO_CONSENSUS, 1 FAILED/CANCELLED or any error. Errors go to
+//! Exit codes: 0 success (for `run`/`watch`: the session reached CONSENSUS, or a broadcast
+//! session COMPLETED), 2 the followed session ended in NO_CONSENSUS, 1 FAILED/CANCELLED or
+//! any error. Errors go to
 //! stderr as `error: <message>`; a gRPC error is `error: <Code>: <message>`, e.g.
 //! `error: NotFound: session xyz not found`.
 //!
@@ -30,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success (run/watch: CONSENSUS), 2 NO_CONSENSUS, 1 FAILED, CANCELLED or any error.
+Exit codes: 0 success (run/watch: CONSENSUS or COMPLETED), 2 NO_CONSENSUS, 1 FAILED, CANCELLED or any error.
 Errors print to stderr as `error: <Code>: <message>` (gRPC) or `error: <message>`.
 Logging: RUST_LOG (default `warn`), to stderr.";
 
@@ -103,7 +104,7 @@ enum Command {
     ///     <role>: <concern>
     ///
     /// If the stream breaks, meshctl reconnects and resumes after the last event shown.
-    /// Exit code: 0 CONSENSUS, 2 NO_CONSENSUS, 1 FAILED, CANCELLED or error.
+    /// Exit code: 0 CONSENSUS (or COMPLETED), 2 NO_CONSENSUS, 1 FAILED, CANCELLED or error.
     #[command(verbatim_doc_comment)]
     Run {
         /// What the participants should negotiate.

@@ -6,7 +6,8 @@
 //! - [`run`]: the connection loop. Connect, say Hello (with the sessions already held, so
 //!   only deltas are sent), serve turns, and on any break reconnect with exponential
 //!   back-off and full jitter. Ends when `shutdown` fires and in-flight turns are done.
-//! - [`Held`]: the transcripts this worker has seen, per session, built from deltas.
+//! - [`Held`]: the transcripts this worker has seen, per session, built from deltas and
+//!   shared with the turns that run on them (an `agentmesh_brain::Transcript` each).
 //! - [`Backoff`]: the reconnect schedule.
 //! - [`brains`]: the `--brain` flags and the brain they build.
 //!
@@ -18,7 +19,7 @@
 
 pub mod brains;
 
-use agentmesh_brain::{Brain, TurnContext};
+use agentmesh_brain::{Brain, Transcript, TurnContext};
 use agentmesh_core::Entry;
 use agentmesh_proto::v1::worker_service_client::WorkerServiceClient;
 use agentmesh_proto::v1::{self, WorkerMessage, coordinator_message, worker_message};
@@ -46,6 +47,17 @@ pub struct WorkerConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
+
+/// How much the coordinator may send ahead of what this worker has read, on the one
+/// stream (and so the one connection) it has.
+///
+/// hyper's defaults (2 MiB per stream, 5 MiB per connection) let a burst of turn requests
+/// (100 sessions reaching REVIEW at once, each request carrying the new proposal) pile up
+/// in this process's HTTP/2 buffers: up to ~0.4 MiB of a worker's 10 MiB budget at 100
+/// sessions, against ~0.15 MiB with this window. The rest waits in the coordinator, which
+/// sends it as this worker reads; a window update costs one round trip, far less than a
+/// turn. Messages larger than the window still arrive, over several window updates.
+const RECEIVE_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// The reconnect schedule: exponential growth with full jitter, so a fleet of workers
 /// that lost the same coordinator does not reconnect in lock-step.
@@ -88,7 +100,8 @@ impl Backoff {
 #[derive(Debug, Clone, Default)]
 pub struct HeldSession {
     pub header: v1::SessionHeader,
-    pub transcript: Vec<Entry>,
+    /// Shared with the turns running on it: a turn gets a handle, not a copy.
+    pub transcript: Transcript,
 }
 
 /// The sessions this worker holds transcript for, shared by the turn tasks.
@@ -108,17 +121,16 @@ impl Held {
     }
 
     /// Applies a turn request's header and delta; returns the full context for the brain,
-    /// or why the delta does not fit what this worker holds.
-    pub fn absorb(&self, request: &v1::TurnRequest, role: &str) -> Result<TurnContext, String> {
-        let turn = request
-            .turn
-            .as_ref()
-            .ok_or("turn request without a turn id")?;
+    /// or why the delta does not fit what this worker holds. Consumes the request so that
+    /// its wire copy of the delta is freed now, not kept beside the held entries for as
+    /// long as the brain thinks.
+    pub fn absorb(&self, request: v1::TurnRequest, role: &str) -> Result<TurnContext, String> {
+        let turn = request.turn.ok_or("turn request without a turn id")?;
         let phase = agentmesh_proto::phase_from_wire(turn.phase)
             .ok_or_else(|| format!("unknown phase {}", turn.phase))?;
         let mut held = self.0.lock().expect("held lock");
-        if let Some(header) = &request.session {
-            held.entry(turn.session_id.clone()).or_default().header = header.clone();
+        if let Some(header) = request.session {
+            held.entry(turn.session_id.clone()).or_default().header = header;
         }
         let session = held
             .get_mut(&turn.session_id)
@@ -137,7 +149,6 @@ impl Held {
             session.transcript.push(Entry::try_from(wire)?);
         }
         Ok(TurnContext {
-            session_id: turn.session_id.clone(),
             task: session.header.task.clone(),
             roles: session.header.roles.clone(),
             max_rounds: session.header.max_rounds,
@@ -147,7 +158,8 @@ impl Held {
             attempt: turn.attempt,
             transcript: session.transcript.clone(),
             proposal_version: request.proposal_version,
-            proposal_hash: request.proposal_hash.clone(),
+            proposal_hash: request.proposal_hash,
+            session_id: turn.session_id,
         })
     }
 
@@ -271,7 +283,9 @@ async fn connect_and_serve(
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10)),
+            .keep_alive_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(RECEIVE_WINDOW_BYTES),
         Err(e) => return Ended::Broken(format!("bad coordinator URL: {e}")),
     };
     let channel = match endpoint.connect().await {
@@ -336,6 +350,9 @@ async fn connect_and_serve(
                     Some(coordinator_message::Msg::SessionEnd(end)) => {
                         tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), "session ended");
                         held.forget(&end.session_id);
+                        if held.is_empty() {
+                            return_freed_memory();
+                        }
                     }
                     Some(coordinator_message::Msg::Ping(_)) => {
                         let _ = out_tx.send(heartbeat_message(in_flight)).await;
@@ -380,6 +397,21 @@ async fn wait_idle(in_flight: &InFlight, grace: Duration) {
     let _ = tokio::time::timeout(grace, idle).await;
 }
 
+/// Hands the pages of freed heap memory back to the operating system.
+///
+/// Why: glibc shrinks the heap only from its top, so the pages of transcripts freed below
+/// a chunk that is still live stay resident: after a burst of 100 sessions a worker kept
+/// its peak footprint with nothing held. Called only when the last held session has
+/// ended, so an idle worker shrinks back while a busy one, which would reuse that memory
+/// for its next session at once, never pays for the walk over the heap.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn heartbeat_message(in_flight: &InFlight) -> WorkerMessage {
     WorkerMessage {
         msg: Some(worker_message::Msg::Heartbeat(v1::Heartbeat {
@@ -388,7 +420,12 @@ fn heartbeat_message(in_flight: &InFlight) -> WorkerMessage {
     }
 }
 
-/// Runs one turn in its own task: absorb the delta, think, answer.
+/// Starts one turn: absorbs its delta now, then thinks and answers in a task of its own.
+///
+/// Absorbing here, on the connection loop, applies deltas in the order they arrived and
+/// frees each request's wire copy of the entries before the next message is read. Left to
+/// the turn tasks, a burst of requests (100 sessions reaching REVIEW together, each
+/// carrying the new proposal) waited decoded in the task queue beside the held copies.
 fn start_turn(
     config: &WorkerConfig,
     brain: &Arc<dyn Brain>,
@@ -398,18 +435,17 @@ fn start_turn(
     out: mpsc::Sender<WorkerMessage>,
 ) {
     let guard = TurnGuard::new(in_flight);
+    let turn = request.turn.clone().unwrap_or_default();
+    let deadline_ms = request.deadline_ms;
+    let absorbed = held.absorb(request, &config.role);
     let brain = brain.clone();
-    let held = held.clone();
-    let role = config.role.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let turn = request.turn.clone().unwrap_or_default();
-        let message = match held.absorb(&request, &role) {
+        let message = match absorbed {
             Err(why) => failed(turn, why),
             Ok(context) => {
-                let budget = Duration::from_millis(
-                    request.deadline_ms.saturating_sub(now_ms()).max(1_000) as u64,
-                );
+                let budget =
+                    Duration::from_millis(deadline_ms.saturating_sub(now_ms()).max(1_000) as u64);
                 match tokio::time::timeout(budget, brain.think(context)).await {
                     Ok(Ok(reply)) => WorkerMessage {
                         msg: Some(worker_message::Msg::Result(v1::TurnResult {
@@ -515,22 +551,19 @@ mod tests {
     fn deltas_extend_the_held_transcript_and_gaps_are_refused() {
         let held = Held::default();
         assert!(
-            held.absorb(&request(vec![wire_entry(1)], false), "backend")
+            held.absorb(request(vec![wire_entry(1)], false), "backend")
                 .is_err(),
             "no header yet"
         );
         let ctx = held
-            .absorb(
-                &request(vec![wire_entry(1), wire_entry(2)], true),
-                "backend",
-            )
+            .absorb(request(vec![wire_entry(1), wire_entry(2)], true), "backend")
             .unwrap();
         assert_eq!(ctx.transcript.len(), 2);
         assert_eq!(ctx.task, "build it");
         // A resend from an older cursor overlaps: the overlap is skipped, not duplicated.
         let ctx = held
             .absorb(
-                &request(vec![wire_entry(2), wire_entry(3)], false),
+                request(vec![wire_entry(2), wire_entry(3)], false),
                 "backend",
             )
             .unwrap();
@@ -539,11 +572,31 @@ mod tests {
             [1, 2, 3]
         );
         let gap = held
-            .absorb(&request(vec![wire_entry(5)], false), "backend")
+            .absorb(request(vec![wire_entry(5)], false), "backend")
             .unwrap_err();
         assert!(gap.contains("gap"), "{gap}");
         assert_eq!(held.cursors()[0].seq, 3);
         held.forget("s1");
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn turns_share_the_held_transcript_and_keep_their_snapshot() {
+        let held = Held::default();
+        let first = held
+            .absorb(request(vec![wire_entry(1)], true), "backend")
+            .unwrap();
+        let second = held
+            .absorb(request(vec![wire_entry(2)], false), "backend")
+            .unwrap();
+        // The first turn's view did not grow under it.
+        assert_eq!(first.transcript.len(), 1);
+        assert_eq!(second.transcript.len(), 2);
+        // A turn with nothing new gets the very entries the held session has: no copy.
+        let third = held.absorb(request(vec![], false), "backend").unwrap();
+        assert!(std::ptr::eq(
+            second.transcript.as_ptr(),
+            third.transcript.as_ptr()
+        ));
     }
 }

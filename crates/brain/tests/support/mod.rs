@@ -262,7 +262,8 @@ pub fn contribute(role: &str) -> TurnContext {
             "supervisor",
             EntryType::Framework,
             "Goal: a URL shortener. Outline: 1. API 2. Storage",
-        )],
+        )]
+        .into(),
         proposal_version: 0,
         proposal_hash: String::new(),
     }

@@ -1,0 +1,135 @@
+//! `mesh-bench __watchers`: K `WatchSession` watchers in one process, each on its own
+//! connection, standing in for K dashboards or `meshctl watch` terminals.
+//!
+//! They live in their own process so that their CPU can be told apart from the
+//! coordinator's, and so the bench can run them at a lower CPU priority (`--nice`): on a
+//! two-core machine the watchers' own decoding competes with the coordinator for the
+//! same cores, which a watcher on another machine would not.
+//!
+//! Protocol with the bench, on stdout:
+//! - `ready` once every connection is up and a `WatchMesh` stream is live;
+//! - the next session created in the mesh is the one watched (found via `WatchMesh`);
+//! - `watching <session id>` once every watcher has received an event;
+//! - `events <total> <fewest> <most>` when every watch has ended with the session (the
+//!   total, and the fewest and most durable events one watcher received; progress hints
+//!   are not counted), then it exits 0.
+
+use agentmesh_proto::v1::{self, mesh_event, session_service_client::SessionServiceClient};
+use anyhow::{Context, bail};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How long any one step may take before the process gives up (it never hangs a bench).
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Sets this thread's nice value; threads started afterwards (the runtime's) inherit it.
+pub fn set_nice(nice: i32) -> anyhow::Result<()> {
+    // SAFETY: setpriority(2) on the calling thread (who = 0) with a plain integer.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        bail!("setpriority({nice}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn connect(url: &str) -> anyhow::Result<SessionServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    Ok(SessionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+pub async fn run(coordinator: String, count: usize) -> anyhow::Result<()> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(connect(&coordinator).await?);
+    }
+    let mut mesh = connect(&coordinator)
+        .await?
+        .watch_mesh(v1::WatchMeshRequest { from_seq: 0 })
+        .await?
+        .into_inner();
+    // The first mesh event is the resync snapshot: the stream is live from here on.
+    tokio::time::timeout(STEP_LIMIT, mesh.message())
+        .await
+        .context("no mesh snapshot")??
+        .context("the mesh watch ended")?;
+    say("ready");
+    let session_id = loop {
+        let event = tokio::time::timeout(STEP_LIMIT, mesh.message())
+            .await
+            .context("no session was created")??
+            .context("the mesh watch ended")?;
+        if let Some(mesh_event::Event::SessionCreated(created)) = event.event {
+            break created.id;
+        }
+    };
+    drop(mesh);
+
+    let seen_one = Arc::new(AtomicUsize::new(0));
+    let (all_watching_tx, all_watching) = tokio::sync::oneshot::channel::<()>();
+    let all_watching_tx = Arc::new(std::sync::Mutex::new(Some(all_watching_tx)));
+    let mut watches = tokio::task::JoinSet::new();
+    for mut client in clients {
+        let (id, seen_one, all_watching_tx) = (
+            session_id.clone(),
+            seen_one.clone(),
+            all_watching_tx.clone(),
+        );
+        watches.spawn(async move {
+            let mut stream = client
+                .watch_session(v1::WatchSessionRequest {
+                    session_id: id,
+                    from_seq: 1,
+                    // As a dashboard or meshctl would: the coordinator's default window.
+                    batch_window_ms: None,
+                })
+                .await?
+                .into_inner();
+            let mut events = 0u64;
+            while let Some(event) = tokio::time::timeout(STEP_LIMIT, stream.message())
+                .await
+                .context("a watch went silent")??
+            {
+                if event.ephemeral {
+                    continue; // a progress hint: dropped for a busy watcher by design
+                }
+                if events == 0
+                    && seen_one.fetch_add(1, Ordering::SeqCst) + 1 == count
+                    && let Some(tx) = all_watching_tx.lock().expect("lock").take()
+                {
+                    let _ = tx.send(());
+                }
+                events += 1;
+            }
+            anyhow::Ok(events)
+        });
+    }
+    if count > 0 {
+        tokio::time::timeout(STEP_LIMIT, all_watching)
+            .await
+            .context("not every watcher saw an event")??;
+    }
+    say(&format!("watching {session_id}"));
+    let (mut total, mut fewest, mut most) = (0, u64::MAX, 0);
+    while let Some(done) = watches.join_next().await {
+        let events = done??;
+        total += events;
+        fewest = fewest.min(events);
+        most = most.max(events);
+    }
+    say(&format!("events {total} {fewest} {most}"));
+    Ok(())
+}
