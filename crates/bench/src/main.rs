@@ -102,9 +102,9 @@ enum Hidden {
         coordinator: String,
         #[arg(long)]
         count: usize,
-        /// CPU priority (nice value) of the whole process.
-        #[arg(long, default_value_t = 0)]
-        nice: i32,
+        /// Run at the idle CPU priority (SCHED_IDLE).
+        #[arg(long)]
+        idle: bool,
     },
     /// A raw-limit client: one stream, echoes 200 bytes per message.
     #[command(name = "__raw-client", hide = true)]
@@ -215,11 +215,13 @@ fn main() -> anyhow::Result<()> {
         Some(Hidden::Watchers {
             coordinator,
             count,
-            nice,
+            idle,
         }) => {
             init_logs("warn");
             // Before the runtime exists, so that its threads inherit the priority.
-            watchers::set_nice(nice)?;
+            if idle {
+                watchers::run_when_idle()?;
+            }
             current_thread()?.block_on(watchers::run(coordinator, count))
         }
         None => {
@@ -916,8 +918,16 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     }
     let mut context = Vec::new();
     if let Some(base) = b.embedded.get(&6) {
+        // Two readings of "no round slower than 2 × the N=6 figure": like for like (the
+        // slowest round with the idle workers against the slowest without them), and the
+        // strict one (against the N=6 median), which the raw limit itself misses here.
         targets.push(Target::new(
-            "slowest round beside the idle workers ≤ 2 × embedded N=6 p50 (ms)",
+            "slowest round beside the idle workers ≤ 2 × slowest embedded N=6 round without them (ms)",
+            row.latency.max_us / 1000.0,
+            2.0 * base.max_us / 1000.0,
+        ));
+        targets.push(Target::new(
+            "slowest round beside the idle workers ≤ 2 × embedded N=6 p50 (ms) [strict reading]",
             row.latency.max_us / 1000.0,
             2.0 * base.p50_us / 1000.0,
         ));
@@ -999,15 +1009,13 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     #[derive(Serialize)]
     struct Row {
         extra_watchers: usize,
-        /// The watcher process's nice value (19: the lowest CPU priority).
-        watchers_nice: Option<i32>,
+        /// The watcher process's CPU priority: "idle" (SCHED_IDLE) or "normal".
+        watchers_priority: Option<&'static str>,
         #[serde(flatten)]
         round: LatencyRow,
         watcher_events: u64,
         cpu_watchers_us: f64,
     }
-    /// The lowest CPU priority: the watchers' own CPU stands in for other machines'.
-    const REMOTE_NICE: i32 = 19;
     let coord =
         Coordinator::start(&b.bins, &b.log_dir, "coordinator-watchers", None, &b.wrap).await?;
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, 0).await?;
@@ -1015,14 +1023,16 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     let rounds = b.rounds(b.plan.watcher_rounds);
     let count = b.plan.watchers;
     let mut rows: Vec<Row> = Vec::new();
-    for nice in [None, Some(REMOTE_NICE), Some(0)] {
-        let watchers = match nice {
-            Some(nice) => {
-                Some(mesh::spawn_watchers(&b.bins, &b.log_dir, &coord, count, nice).await?)
+    // Idle priority: the watchers' own CPU stands in for other machines'. Normal: they
+    // compete with the mesh for these cores.
+    for idle in [None, Some(true), Some(false)] {
+        let watchers = match idle {
+            Some(idle) => {
+                Some(mesh::spawn_watchers(&b.bins, &b.log_dir, &coord, count, idle).await?)
             }
             None => None,
         };
-        let extra = if nice.is_some() { count } else { 0 };
+        let extra = if idle.is_some() { count } else { 0 };
         let run = mesh::broadcast(&coord, 6, rounds, watchers, b.plan.session_limit, &pids)
             .await
             .with_context(|| format!("broadcast N=6 with {extra} extra watchers"))?;
@@ -1034,7 +1044,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         round.ratio_p99 = Some(ratio(round.latency.p99_us, none.p99_us));
         rows.push(Row {
             extra_watchers: extra,
-            watchers_nice: nice,
+            watchers_priority: idle.map(|idle| if idle { "idle" } else { "normal" }),
             round,
             watcher_events: run.watcher_events,
             cpu_watchers_us: run.cpu.watchers.as_secs_f64() * 1e6 / f64::from(run.rounds),
@@ -1047,11 +1057,11 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         let Some(ratio) = r.round.ratio_p50 else {
             continue;
         };
-        let nice = r.watchers_nice.unwrap_or(0);
+        let priority = r.watchers_priority.unwrap_or("normal");
         targets.push(Target::new(
             &format!(
-                "p50 with {count} watchers at nice {nice} ≤ 1.2 × p50 with none (ratio){}",
-                if nice == REMOTE_NICE {
+                "p50 with {count} watchers at {priority} priority ≤ 1.2 × p50 with none (ratio){}",
+                if priority == "idle" {
                     " [the target: watchers' CPU as on their own machines]"
                 } else {
                     " [for information: watchers competing for these 2 cores]"
@@ -1065,7 +1075,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         "(f) watchers: N=6 broadcast round with extra WatchSession watchers",
         &[
             "watchers",
-            "nice",
+            "priority",
             "rounds",
             "p50 ms",
             "p99 ms",
@@ -1081,7 +1091,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     for r in &rows {
         t.row(vec![
             r.extra_watchers.to_string(),
-            r.watchers_nice.map_or("-".into(), |n| n.to_string()),
+            r.watchers_priority.unwrap_or("-").to_string(),
             r.round.rounds.to_string(),
             ms(r.round.latency.p50_us),
             ms(r.round.latency.p99_us),
@@ -1096,7 +1106,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     }
     t.note(
         "\"watchers\": WatchSession watchers besides the bench's own measuring watch, each on its \
-         own connection, all in one `mesh-bench __watchers` process run at the given nice value, \
+         own connection, all in one `mesh-bench __watchers` process at the given CPU priority (idle: SCHED_IDLE), \
          with the coordinator's default batch window (10 ms); every one of them received every \
          durable event of the session (checked). cpu … ms: CPU time per round of the \
          coordinator and of the watcher process",

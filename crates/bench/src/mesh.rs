@@ -202,25 +202,26 @@ pub fn spawn_bench_worker(
     Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
 }
 
-/// Starts a `mesh-bench __watchers` process of `count` watchers at CPU priority `nice`
-/// and waits until it is ready to follow the next session created.
+/// Starts a `mesh-bench __watchers` process of `count` watchers (at the idle CPU priority
+/// when `idle`) and waits until it is ready to follow the next session created.
 pub async fn spawn_watchers(
     bins: &Bins,
     log_dir: &Path,
     coord: &Coordinator,
     count: usize,
-    nice: i32,
+    idle: bool,
 ) -> anyhow::Result<Proc> {
-    let args = [
+    let mut args = vec![
         "__watchers".to_string(),
         "--coordinator".to_string(),
         coord.url.clone(),
         "--count".to_string(),
         count.to_string(),
-        "--nice".to_string(),
-        nice.to_string(),
     ];
-    let name = format!("watchers-{count}-nice{nice}");
+    if idle {
+        args.push("--idle".to_string());
+    }
+    let name = format!("watchers-{count}{}", if idle { "-idle" } else { "" });
     let mut proc = Proc::spawn(&name, &bins.bench, &args, log_dir, &[], true)?;
     tokio::task::spawn_blocking(move || {
         proc.wait_line("ready", Duration::from_secs(60))?;

@@ -2,7 +2,7 @@
 //! connection, standing in for K dashboards or `meshctl watch` terminals.
 //!
 //! They live in their own process so that their CPU can be told apart from the
-//! coordinator's, and so the bench can run them at a lower CPU priority (`--nice`): on a
+//! coordinator's, and so the bench can run them at the idle CPU priority (`--idle`): on a
 //! two-core machine the watchers' own decoding competes with the coordinator for the
 //! same cores, which a watcher on another machine would not.
 //!
@@ -25,12 +25,15 @@ use tonic::transport::Channel;
 /// How long any one step may take before the process gives up (it never hangs a bench).
 const STEP_LIMIT: Duration = Duration::from_secs(120);
 
-/// Sets this thread's nice value; threads started afterwards (the runtime's) inherit it.
-pub fn set_nice(nice: i32) -> anyhow::Result<()> {
-    // SAFETY: setpriority(2) on the calling thread (who = 0) with a plain integer.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+/// Puts this thread in the `SCHED_IDLE` class: it runs only when a CPU has nothing else
+/// to run, so it takes no CPU time the coordinator or the workers want. Threads started
+/// afterwards (the runtime's) inherit the class.
+pub fn run_when_idle() -> anyhow::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a valid param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc != 0 {
-        bail!("setpriority({nice}): {}", std::io::Error::last_os_error());
+        bail!("SCHED_IDLE: {}", std::io::Error::last_os_error());
     }
     Ok(())
 }

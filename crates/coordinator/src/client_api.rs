@@ -113,7 +113,7 @@ impl SessionService for ClientApi {
         tokio::spawn(async move {
             let mut events = events;
             while let Some(shared) = events.recv().await {
-                if tx.send(shared.event.clone()).await.is_err() {
+                if tx.send(shared.decode()).await.is_err() {
                     return;
                 }
             }

@@ -15,9 +15,10 @@
 //! The mesh log is a bounded ring: a watcher that asks for events it no longer holds
 //! is sent a `resync` snapshot instead — told, never silently skipped.
 //!
-//! Session events are kept as [`SharedEvent`]s: the message and its protobuf encoding,
-//! made once when the event is logged. Fifty gRPC watchers of a session then share one
-//! encoding of each event instead of making fifty copies and fifty encodings.
+//! Session events are kept as [`SharedEvent`]s: the seq and the event as a gRPC message
+//! on the wire, made once when the event is logged. Fifty gRPC watchers of a session
+//! then share those bytes instead of making fifty copies and fifty encodings, and the log
+//! holds each event in its compact wire form (the few SSE watchers decode it).
 
 use agentmesh_proto::v1::{self, MeshEvent, SessionEvent};
 use bytes::Bytes;
@@ -26,26 +27,45 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 
-/// A session event as every watcher receives it.
-#[derive(Debug)]
+/// A session event as every watcher receives it. Cloning shares the bytes.
+#[derive(Debug, Clone)]
 pub struct SharedEvent {
-    pub event: SessionEvent,
-    /// `event`, protobuf-encoded: what a gRPC watcher is sent.
-    pub encoded: Bytes,
+    pub seq: u64,
+    /// The `SessionEvent` as one gRPC message on the wire: the 5-byte length prefix
+    /// (uncompressed), then the protobuf. A gRPC watcher is sent these bytes as they are.
+    pub grpc_frame: Bytes,
 }
 
+/// The gRPC length prefix: a compression flag byte and a big-endian u32 length.
+pub const GRPC_PREFIX_LEN: usize = 5;
+
 impl SharedEvent {
-    pub fn new(event: SessionEvent) -> Arc<SharedEvent> {
-        let encoded = Bytes::from(event.encode_to_vec());
-        Arc::new(SharedEvent { event, encoded })
+    pub fn new(event: SessionEvent) -> SharedEvent {
+        let len = event.encoded_len();
+        let mut frame = Vec::with_capacity(GRPC_PREFIX_LEN + len);
+        frame.push(0); // not compressed
+        frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        event
+            .encode(&mut frame)
+            .expect("the frame has room for the event");
+        SharedEvent {
+            seq: event.seq,
+            grpc_frame: Bytes::from(frame),
+        }
+    }
+
+    /// The event itself (for watchers that render it, such as SSE).
+    pub fn decode(&self) -> SessionEvent {
+        SessionEvent::decode(self.grpc_frame.slice(GRPC_PREFIX_LEN..))
+            .expect("the log encoded this event itself")
     }
 }
 
 pub struct EventLog {
-    events: Mutex<Vec<Arc<SharedEvent>>>,
+    events: Mutex<Vec<SharedEvent>>,
     /// (number of events, closed) — watchers wait on changes of this.
     len: watch::Sender<(u64, bool)>,
-    progress: broadcast::Sender<Arc<SharedEvent>>,
+    progress: broadcast::Sender<SharedEvent>,
 }
 
 impl Default for EventLog {
@@ -136,7 +156,7 @@ impl EventLog {
     }
 
     /// Events with `seq >= from_seq` (at most `limit`), and whether the log is closed.
-    pub fn read(&self, from_seq: u64, limit: usize) -> (Vec<Arc<SharedEvent>>, bool) {
+    pub fn read(&self, from_seq: u64, limit: usize) -> (Vec<SharedEvent>, bool) {
         let events = self.events.lock().expect("event log lock");
         let skip = from_seq.saturating_sub(1) as usize;
         let batch: Vec<_> = events.iter().skip(skip).take(limit).cloned().collect();
@@ -147,7 +167,7 @@ impl EventLog {
         self.len.subscribe()
     }
 
-    pub fn subscribe_progress(&self) -> broadcast::Receiver<Arc<SharedEvent>> {
+    pub fn subscribe_progress(&self) -> broadcast::Receiver<SharedEvent> {
         self.progress.subscribe()
     }
 }
@@ -360,14 +380,11 @@ mod tests {
             None,
         );
         let (events, closed) = log.read(1, 10);
-        assert_eq!(
-            events.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
-            [1, 2]
-        );
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         assert!(!closed);
         let hint = hints.try_recv().unwrap();
-        assert!(hint.event.ephemeral);
-        assert_eq!(hint.event.seq, 1);
+        assert!(hint.decode().ephemeral);
+        assert_eq!(hint.seq, 1);
         log.close();
         assert!(log.read(3, 10).1);
     }
@@ -384,15 +401,17 @@ mod tests {
         assert_eq!(changes.borrow_and_update().0, 4);
         let (events, _) = log.read(1, 10);
         assert_eq!(
-            events.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
         for shared in &events {
-            assert_eq!(
-                SessionEvent::decode(shared.encoded.clone()).unwrap(),
-                shared.event,
-                "the shared encoding is the event's"
-            );
+            let frame = &shared.grpc_frame;
+            let len = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+            assert_eq!((frame[0], len), (0, frame.len() - GRPC_PREFIX_LEN));
+            let event = shared.decode();
+            assert_eq!(event.seq, shared.seq, "the seq is the encoded event's");
+            assert_eq!(event.session_id, "s");
+            assert!(!event.ephemeral);
         }
         log.push_all("s", 3, []);
         assert!(

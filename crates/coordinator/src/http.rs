@@ -312,7 +312,7 @@ async fn session_events(
     let mut events = watch::session_events(&mesh, &id, from, window).await?;
     let stream = async_stream(move |tx| async move {
         while let Some(event) = events.recv().await {
-            if tx.send(session_sse(&event.event)).await.is_err() {
+            if tx.send(session_sse(&event.decode())).await.is_err() {
                 return;
             }
         }

@@ -33,7 +33,7 @@ pub async fn session_events(
     session_id: &str,
     from_seq: u64,
     batch_window: Duration,
-) -> Result<mpsc::Receiver<Arc<SharedEvent>>, MeshError> {
+) -> Result<mpsc::Receiver<SharedEvent>, MeshError> {
     let log = mesh.session_log(session_id).await?;
     let from_seq = from_seq.max(1);
     let last = log.last_seq();
@@ -57,7 +57,7 @@ pub async fn session_events(
 async fn follow_session(
     log: Arc<EventLog>,
     from_seq: u64,
-    tx: mpsc::Sender<Arc<SharedEvent>>,
+    tx: mpsc::Sender<SharedEvent>,
     batch_window: Duration,
     shutdown: tokio_util::sync::CancellationToken,
     term: tokio_util::sync::CancellationToken,
@@ -84,7 +84,7 @@ async fn follow_session(
                     }
                     // Only a hint about the state this watcher has reached is useful.
                     if let Ok(hint) = hint
-                        && hint.event.seq + 1 == next
+                        && hint.seq + 1 == next
                         && tx.send(hint).await.is_err()
                     {
                         return;
@@ -99,7 +99,7 @@ async fn follow_session(
         }
         let caught_up = batch.len() < WATCH_BUFFER;
         for event in batch {
-            next = event.event.seq + 1;
+            next = event.seq + 1;
             if tx.send(event).await.is_err() {
                 return; // the watcher went away
             }
@@ -197,7 +197,7 @@ mod tests {
     }
 
     /// Follows `log` from seq 1 with `window`; returns the watcher's channel.
-    fn follow(log: &Arc<EventLog>, window: Duration) -> mpsc::Receiver<Arc<SharedEvent>> {
+    fn follow(log: &Arc<EventLog>, window: Duration) -> mpsc::Receiver<SharedEvent> {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let never = CancellationToken::new();
         tokio::spawn(follow_session(
@@ -221,7 +221,7 @@ mod tests {
 
         let start = Instant::now();
         log.push("s", 1, entry(), None);
-        assert_eq!(watcher.recv().await.unwrap().event.seq, 1);
+        assert_eq!(watcher.recv().await.unwrap().seq, 1);
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
@@ -232,9 +232,9 @@ mod tests {
         log.push_all("s", 2, [entry(), entry()]);
         log.push("s", 3, entry(), None);
         let seqs = [
-            watcher.recv().await.unwrap().event.seq,
-            watcher.recv().await.unwrap().event.seq,
-            watcher.recv().await.unwrap().event.seq,
+            watcher.recv().await.unwrap().seq,
+            watcher.recv().await.unwrap().seq,
+            watcher.recv().await.unwrap().seq,
         ];
         assert_eq!(seqs, [2, 3, 4], "in order, none lost");
         assert_eq!(start.elapsed(), window);
@@ -243,7 +243,7 @@ mod tests {
         tokio::time::sleep(window * 4).await;
         let quiet = Instant::now();
         log.push("s", 4, entry(), None);
-        assert_eq!(watcher.recv().await.unwrap().event.seq, 5);
+        assert_eq!(watcher.recv().await.unwrap().seq, 5);
         assert_eq!(quiet.elapsed(), Duration::ZERO);
 
         log.close();
@@ -260,7 +260,7 @@ mod tests {
         let start = Instant::now();
         for seq in 1..=3 {
             log.push("s", 1, entry(), None);
-            assert_eq!(watcher.recv().await.unwrap().event.seq, seq);
+            assert_eq!(watcher.recv().await.unwrap().seq, seq);
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
     }

@@ -49,7 +49,12 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     one_malloc_arena();
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread: a worker spends its turns waiting on its brain (a model's HTTP API, a
+    // child process) or on the coordinator, so a second runtime thread buys nothing but
+    // memory and cross-thread wake-ups. Measured with `mesh-bench --full --only
+    // negotiation` (7 workers, 100 sessions each at once): peak RSS 10.0-10.4 MiB against
+    // 10.7 with two threads, 6.2 MiB against 6.5 idle, and 357-393 sessions/s against 349.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(serve())
@@ -59,17 +64,15 @@ fn main() -> anyhow::Result<()> {
 /// `MALLOC_ARENA_MAX`, which then wins).
 ///
 /// Why: glibc gives each thread that meets contention an arena of its own, and memory
-/// freed into one arena is reused only by allocations served from that arena. Here the
-/// connection loop (main thread) decodes turn requests and absorbs them into the held
-/// transcripts while the runtime's two worker threads drive the HTTP/2 connection and
-/// the brains, so with an arena per thread each arena grows to its own peak and the
-/// process holds their sum: about 1 MiB more at 100 concurrent sessions (12.7-13.1 MiB
-/// against 11.7-12.2 MiB peak RSS when measured with `MALLOC_ARENA_MAX=1`). The cost is
-/// a shared lock on the allocations glibc's per-thread cache does not absorb; sessions/s
-/// of the negotiation benchmark did not change.
+/// freed into one arena is reused only by allocations served from that arena, so each
+/// arena grows to its own peak and the process holds their sum. With the runtime on
+/// the main thread the others are tokio's blocking-pool threads (name lookups, file
+/// reads, an exec brain's process handling); measured when the runtime still had two
+/// worker threads, one arena saved about 1 MiB at 100 concurrent sessions (11.7-12.2
+/// against 12.7-13.1 MiB peak RSS) at no cost in sessions/s.
 ///
 /// Called before the runtime exists: a thread is bound to an arena on its first
-/// allocation, so the limit must be in place before any worker thread starts.
+/// allocation, so the limit must be in place before any other thread starts.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
