@@ -911,8 +911,8 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     if let Some(m) = coordinator {
         targets.push(Target::new(
-            &format!("coordinator VmRSS with {idle} workers ≤ 150 MB (MB)"),
-            m.rss_kib as f64 / 1024.0,
+            &format!("coordinator VmRSS with {idle} workers ≤ 150 MB (MB = 10^6 bytes)"),
+            megabytes(m.rss_kib),
             150.0,
         ));
     }
@@ -1126,6 +1126,12 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// /proc's kB (KiB) in MB (10^6 bytes), the unit the targets are stated in; the tables
+/// show MiB.
+fn megabytes(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
 fn run_memory(b: &mut Bench) {
     if b.memory.is_empty() {
         return;
@@ -1137,8 +1143,8 @@ fn run_memory(b: &mut Bench) {
             || r.process.starts_with("mesh-worker")
         {
             targets.push(Target::new(
-                &format!("{} VmHWM ≤ 10 MB (MB)", r.process),
-                r.mem.hwm_kib as f64 / 1024.0,
+                &format!("{} VmHWM ≤ 10 MB (MB = 10^6 bytes)", r.process),
+                megabytes(r.mem.hwm_kib),
                 10.0,
             ));
         }
