@@ -188,14 +188,11 @@ fn a_real_model_negotiates_through_the_openai_and_anthropic_apis() {
             e.prompt_tokens > 0 && e.completion_tokens > 0,
             "{what}: no token usage recorded, so no model answered: {e:?}"
         );
+        // Token usage above is what tells a model's entry from a scripted one (the
+        // scripted brain reports none); the text cannot: a 135M model may well echo the
+        // prompt's `Task: …` line, as the scripted brain does.
         if e.phase != v1::Phase::Review as i32 {
             assert!(!e.content.trim().is_empty(), "{what}: empty");
-            // Every scripted entry repeats the task after `Task: `; a model's does not.
-            assert!(
-                !e.content.contains(&format!("Task: {TASK}")),
-                "{what}: the scripted brain's text: {}",
-                e.content
-            );
         }
     }
     let proposal = entries
