@@ -48,7 +48,8 @@ pub fn warmup_rounds(rounds: u32) -> usize {
     (rounds / 10).clamp(1, 100) as usize
 }
 
-async fn connect(url: &str) -> anyhow::Result<SessionServiceClient<Channel>> {
+/// A client-API connection (TCP_NODELAY, 64 MiB messages) on its own channel.
+pub async fn connect(url: &str) -> anyhow::Result<SessionServiceClient<Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))

@@ -14,13 +14,13 @@
 //!   total, and the fewest and most durable events one watcher received; progress hints
 //!   are not counted), then it exits 0.
 
-use agentmesh_proto::v1::{self, mesh_event, session_service_client::SessionServiceClient};
+use crate::mesh::connect;
+use agentmesh_proto::v1::{self, mesh_event};
 use anyhow::{Context, bail};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// How long any one step may take before the process gives up (it never hangs a bench).
 const STEP_LIMIT: Duration = Duration::from_secs(120);
@@ -42,16 +42,6 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-async fn connect(url: &str) -> anyhow::Result<SessionServiceClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connect to {url}"))?;
-    Ok(SessionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 pub async fn run(coordinator: String, count: usize) -> anyhow::Result<()> {
