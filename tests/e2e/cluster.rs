@@ -281,21 +281,37 @@ fn one_coordinator_leads_and_a_standby_redirects_to_it() {
         200
     );
 
+    // A unary call, and WatchSession (served by its own route), both name the leader.
     let mut client = mesh.client(&mesh.coordinators[standby].url);
-    let status = mesh
+    let mut watcher = client.clone();
+    let unary = mesh
         .rt
         .block_on(async move { client.list_sessions(v1::ListSessionsRequest {}).await })
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable);
-    let named = status
-        .metadata()
-        .get("x-agentmesh-leader")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    assert_eq!(
-        named.as_deref(),
-        Some(mesh.coordinators[leader].url.as_str())
-    );
+    let watch = mesh
+        .rt
+        .block_on(async move {
+            watcher
+                .watch_session(v1::WatchSessionRequest {
+                    session_id: "any".into(),
+                    from_seq: 1,
+                    batch_window_ms: None,
+                })
+                .await
+        })
+        .unwrap_err();
+    for status in [unary, watch] {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let named = status
+            .metadata()
+            .get("x-agentmesh-leader")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(
+            named.as_deref(),
+            Some(mesh.coordinators[leader].url.as_str())
+        );
+    }
 
     // Workers and meshctl find the leader through etcd by themselves.
     for role in ["supervisor", "backend"] {
