@@ -158,24 +158,18 @@ impl ModelApi for AnthropicApi {
             headers.push(("x-api-key", key.expose().to_string()));
         }
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
-        let response = Post {
+        Post {
             client: &self.client,
             api: "anthropic",
-            url: url.clone(),
+            url,
             headers,
             body: &body,
             key: self.config.api_key.as_ref(),
             deadline,
             retry: self.config.retry,
         }
-        .send()
-        .await?;
-        parse_response(&response).map_err(|why| {
-            BrainError::Failed(format!(
-                "anthropic call to {url}: unexpected response ({why}): {}",
-                verdict::clip(&response.to_string(), 200)
-            ))
-        })
+        .send_and_parse(parse_response)
+        .await
     }
 }
 

@@ -95,6 +95,37 @@ impl TurnContext {
             .find(|e| e.is_proposal_version() && e.proposal_hash == hash)
     }
 
+    /// The proposal text a REVIEW turn judges, checked against the hash it will sign:
+    /// the turn must name a hash, the transcript must hold that version, and its text
+    /// must hash to it.
+    pub fn proposal_under_review(&self) -> Result<&str, crate::BrainError> {
+        use crate::BrainError::BadContext;
+        if self.proposal_hash.is_empty() {
+            return Err(BadContext(format!(
+                "round {} REVIEW turn names no proposal hash",
+                self.round
+            )));
+        }
+        let entry = self.proposal_by_hash(&self.proposal_hash).ok_or_else(|| {
+            BadContext(format!(
+                "proposal v{} ({}) is not in the {} transcript entries this worker has seen",
+                self.proposal_version,
+                crate::text::short_hash(&self.proposal_hash),
+                self.transcript.len()
+            ))
+        })?;
+        let actual = agentmesh_core::hash::proposal_hash(&entry.content);
+        if actual != self.proposal_hash {
+            return Err(BadContext(format!(
+                "proposal v{} hashes to {}, not to the {} under review; refusing to sign",
+                entry.proposal_version,
+                crate::text::short_hash(&actual),
+                crate::text::short_hash(&self.proposal_hash)
+            )));
+        }
+        Ok(&entry.content)
+    }
+
     /// The specialists: every role but the supervisor, in session order.
     pub fn specialists(&self) -> impl Iterator<Item = &str> {
         self.roles

@@ -75,6 +75,23 @@ pub struct Post<'a> {
 }
 
 impl Post<'_> {
+    /// [`Post::send`], then reads the reply with `parse`; a reply `parse` refuses is a
+    /// failure naming the API, the URL, why, and the start of the reply.
+    pub async fn send_and_parse<T>(
+        &self,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Result<T, BrainError> {
+        let response = self.send().await?;
+        parse(&response).map_err(|why| {
+            BrainError::Failed(format!(
+                "{} call to {}: unexpected response ({why}): {}",
+                self.api,
+                self.url,
+                crate::verdict::clip(&response.to_string(), 200)
+            ))
+        })
+    }
+
     /// Sends the request, retrying as the module docs say; returns the parsed JSON body
     /// of the first 2xx response.
     pub async fn send(&self) -> Result<Value, BrainError> {

@@ -300,27 +300,7 @@ pub fn check_context(ctx: &TurnContext) -> Result<(), BrainError> {
         )));
     }
     if ctx.phase == Phase::Review {
-        if ctx.proposal_hash.is_empty() {
-            return Err(BrainError::BadContext(format!(
-                "round {} REVIEW turn names no proposal hash",
-                ctx.round
-            )));
-        }
-        let entry = ctx.proposal_by_hash(&ctx.proposal_hash).ok_or_else(|| {
-            BrainError::BadContext(format!(
-                "proposal v{} ({}) is not in the {} transcript entries this worker has seen",
-                ctx.proposal_version,
-                crate::text::short_hash(&ctx.proposal_hash),
-                ctx.transcript.len()
-            ))
-        })?;
-        if agentmesh_core::hash::proposal_hash(&entry.content) != ctx.proposal_hash {
-            return Err(BrainError::BadContext(format!(
-                "the text of proposal v{} does not hash to {}",
-                ctx.proposal_version,
-                crate::text::short_hash(&ctx.proposal_hash)
-            )));
-        }
+        ctx.proposal_under_review()?;
     }
     Ok(())
 }

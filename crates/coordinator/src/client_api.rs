@@ -2,6 +2,7 @@
 
 use crate::Mesh;
 use crate::errors::MeshError;
+use crate::events::SharedEvent;
 use crate::watch;
 use agentmesh_proto::v1::session_service_server::SessionService;
 use agentmesh_proto::v1::{self, SessionEvent};
@@ -100,25 +101,21 @@ impl SessionService for ClientApi {
         }))
     }
 
-    type WatchSessionStream = GrpcEvents<SessionEvent>;
+    type WatchSessionStream = futures::stream::Map<
+        ReceiverStream<SharedEvent>,
+        fn(SharedEvent) -> Result<SessionEvent, Status>,
+    >;
 
     /// Reached only where `ClientApi` is served without [`crate::watch_grpc::SessionRoutes`]
-    /// (the coordinator always adds it): the same events, cloned and encoded per watcher.
+    /// (the coordinator always adds it): the same events, decoded for tonic to encode again.
     async fn watch_session(
         &self,
         request: Request<v1::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        use futures::StreamExt;
         let events = crate::watch_grpc::session_events(&self.mesh, request.into_inner()).await?;
-        let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
-        tokio::spawn(async move {
-            let mut events = events;
-            while let Some(shared) = events.recv().await {
-                if tx.send(shared.decode()).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(as_grpc_stream(rx)))
+        let decoded: fn(SharedEvent) -> Result<SessionEvent, Status> = |e| Ok(e.decode());
+        Ok(Response::new(ReceiverStream::new(events).map(decoded)))
     }
 
     type WatchMeshStream = GrpcEvents<v1::MeshEvent>;

@@ -87,18 +87,7 @@ impl EventLog {
         event: v1::session_event::Event,
         session: Option<v1::Session>,
     ) {
-        let mut events = self.events.lock().expect("event log lock");
-        let seq = events.len() as u64 + 1;
-        events.push(SharedEvent::new(SessionEvent {
-            seq,
-            session_id: session_id.to_string(),
-            timestamp_ms,
-            event: Some(event),
-            session,
-            ephemeral: false,
-        }));
-        let closed = self.len.borrow().1;
-        self.len.send_replace((seq, closed));
+        self.append(session_id, timestamp_ms, [(event, session)]);
     }
 
     /// Appends durable events in order (seqs stamped as by [`EventLog::push`]) and wakes
@@ -109,16 +98,31 @@ impl EventLog {
         timestamp_ms: i64,
         events: impl IntoIterator<Item = v1::session_event::Event>,
     ) {
+        self.append(
+            session_id,
+            timestamp_ms,
+            events.into_iter().map(|event| (event, None)),
+        );
+    }
+
+    /// Stamps and appends events (each with its session snapshot, if any), then wakes
+    /// the watchers once, if anything was appended.
+    fn append(
+        &self,
+        session_id: &str,
+        timestamp_ms: i64,
+        events: impl IntoIterator<Item = (v1::session_event::Event, Option<v1::Session>)>,
+    ) {
         let mut log = self.events.lock().expect("event log lock");
         let before = log.len();
-        for event in events {
+        for (event, session) in events {
             let seq = log.len() as u64 + 1;
             log.push(SharedEvent::new(SessionEvent {
                 seq,
                 session_id: session_id.to_string(),
                 timestamp_ms,
                 event: Some(event),
-                session: None,
+                session,
                 ephemeral: false,
             }));
         }

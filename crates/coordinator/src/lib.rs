@@ -299,14 +299,7 @@ impl Mesh {
                     continue;
                 }
             };
-            match Session::restore_in(
-                header.mode(),
-                header.spec(),
-                self.config.session_config(),
-                header.created_ms,
-                &entries,
-                now_ms(),
-            ) {
+            match self.replay(&header, &entries) {
                 Ok((session, effects, history)) => {
                     tracing::info!(session = %header.id, entries = entries.len(), status = %session.status(), round = session.round(), "resumed");
                     self.spawn_session(session, effects, term.clone(), &history);
@@ -351,6 +344,30 @@ impl Mesh {
         self.mesh_log.lock().expect("mesh log lock").clone()
     }
 
+    /// Rebuilds a stored session through the core: its state, the effects that continue
+    /// it, and the history of effects its transcript implies (see `Session::restore_in`).
+    fn replay(
+        &self,
+        header: &SessionSummary,
+        entries: &[agentmesh_core::Entry],
+    ) -> Result<
+        (
+            Session,
+            Vec<agentmesh_core::Effect>,
+            Vec<agentmesh_core::Effect>,
+        ),
+        String,
+    > {
+        Session::restore_in(
+            header.mode(),
+            header.spec(),
+            self.config.session_config(),
+            header.created_ms,
+            entries,
+            now_ms(),
+        )
+    }
+
     /// The event log of a session: the live one, or one rebuilt from the store (a session
     /// that ended under another leader or before a restart).
     pub async fn session_log(&self, id: &str) -> Result<Arc<EventLog>, MeshError> {
@@ -363,15 +380,7 @@ impl Mesh {
             .entries(id, 1)
             .await
             .map_err(|e| MeshError::Store(e.to_string()))?;
-        let (replayed, _, history) = Session::restore_in(
-            header.mode(),
-            header.spec(),
-            self.config.session_config(),
-            header.created_ms,
-            &entries,
-            now_ms(),
-        )
-        .map_err(MeshError::Store)?;
+        let (replayed, _, history) = self.replay(&header, &entries).map_err(MeshError::Store)?;
         let log = event_log_of(&replayed.summary(), &history);
         if replayed.status() != header.status {
             // Cancelled, failed, or not finished and not running here: the header says how.

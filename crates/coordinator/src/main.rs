@@ -1,6 +1,7 @@
 //! `mesh-coordinator`: serves the worker stream and the session API on one gRPC port.
 
 use agentmesh_coordinator::{Backends, CoordinatorConfig, Listeners};
+use agentmesh_proto::parse_duration;
 use agentmesh_store::{
     EtcdElection, EtcdRegistry, EtcdStore, MemoryStore, RedbStore, SoleLeader,
     connect_etcd_with_retry,
@@ -63,25 +64,6 @@ struct Args {
     /// a restart.
     #[arg(long, conflicts_with = "etcd")]
     data_dir: Option<PathBuf>,
-}
-
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 async fn shutdown_signal() {
@@ -180,20 +162,4 @@ async fn main() -> anyhow::Result<()> {
         advertise,
     };
     agentmesh_coordinator::run(listeners, config, backends, stopped(stop_rx)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("abc").is_err());
-    }
 }

@@ -6,6 +6,8 @@
 //! - [`v1`]: the generated messages, the `WorkerService` (one bidirectional stream per
 //!   worker) and the `SessionService` (the client API), clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: what the coordinator's gRPC reflection serves.
+//! - [`LEADER_METADATA`] and [`parse_duration`]: what every binary shares besides the
+//!   messages (the redirect metadata key, the duration syntax of flags).
 //! - `From`/`TryFrom` impls between `v1` and `agentmesh_core` types. Wire enums that a
 //!   peer sent as UNSPECIFIED or as a number we do not know convert to `None` or an
 //!   error, never to a default that could be mistaken for a real value.
@@ -23,6 +25,26 @@ use agentmesh_core as core;
 
 /// The gRPC metadata key in which a standby coordinator names the leader's address.
 pub const LEADER_METADATA: &str = "x-agentmesh-leader";
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds: the duration syntax of every
+/// agentmesh binary's flags.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 90s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
 
 impl From<core::Phase> for v1::Phase {
     fn from(p: core::Phase) -> Self {
@@ -332,5 +354,16 @@ mod tests {
         assert_eq!(entry_type_from_wire(0), None);
         assert_eq!(verdict_from_wire(0), None);
         assert_eq!(status_from_wire(0), None);
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("abc").is_err());
     }
 }

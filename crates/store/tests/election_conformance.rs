@@ -2,6 +2,7 @@
 //! `etcd::*` (a real etcd per test). `etcd_only` covers two candidates: who leads, the
 //! take-over after the leader freezes or resigns, and loss when etcd goes away.
 
+#[macro_use]
 mod common;
 
 use agentmesh_etcd_testkit::EtcdServer;
@@ -115,25 +116,10 @@ mod suite {
     }
 }
 
-macro_rules! election_suite {
-    ($backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::common::init_tracing();
-                    let fixture = $make().await;
-                    super::suite::$test(fixture.election.as_ref()).await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! all_backends {
     ($($test:ident),* $(,)?) => {
-        election_suite!(sole, super::sole, [$($test),*]);
-        election_suite!(etcd, super::etcd, [$($test),*]);
+        backend_suite!(election, sole, super::sole, [$($test),*]);
+        backend_suite!(election, etcd, super::etcd, [$($test),*]);
     };
 }
 

@@ -2,6 +2,7 @@
 //! (a real etcd per test). `etcd_only` covers what only etcd can do to a registry: restart
 //! under a watcher, and take a worker's lease away.
 
+#[macro_use]
 mod common;
 
 use agentmesh_etcd_testkit::EtcdServer;
@@ -211,25 +212,10 @@ mod suite {
     }
 }
 
-macro_rules! registry_suite {
-    ($backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::common::init_tracing();
-                    let fixture = $make().await;
-                    super::suite::$test(fixture.registry.as_ref()).await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! all_backends {
     ($($test:ident),* $(,)?) => {
-        registry_suite!(memory, super::memory, [$($test),*]);
-        registry_suite!(etcd, super::etcd, [$($test),*]);
+        backend_suite!(registry, memory, super::memory, [$($test),*]);
+        backend_suite!(registry, etcd, super::etcd, [$($test),*]);
     };
 }
 

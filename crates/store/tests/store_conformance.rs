@@ -3,6 +3,7 @@
 //! only the cluster store promises: fencing, one revision per write, size limits, splits,
 //! and surviving an etcd restart. `redb_only` checks durability across a reopen.
 
+#[macro_use]
 mod common;
 
 use agentmesh_core::Status;
@@ -341,27 +342,11 @@ mod suite {
     }
 }
 
-/// Instantiates every `suite` test for one implementation, as `<backend>::<test>`.
-macro_rules! store_suite {
-    ($backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::common::init_tracing();
-                    let fixture = $make().await;
-                    super::suite::$test(fixture.store.as_ref()).await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! all_backends {
     ($($test:ident),* $(,)?) => {
-        store_suite!(memory, super::memory, [$($test),*]);
-        store_suite!(redb, super::redb, [$($test),*]);
-        store_suite!(etcd, super::etcd, [$($test),*]);
+        backend_suite!(store, memory, super::memory, [$($test),*]);
+        backend_suite!(store, redb, super::redb, [$($test),*]);
+        backend_suite!(store, etcd, super::etcd, [$($test),*]);
     };
 }
 

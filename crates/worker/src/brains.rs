@@ -21,6 +21,7 @@ use agentmesh_brain::http::RetryPolicy;
 use agentmesh_brain::openai::{OPENAI_BASE_URL, OpenAiApi, OpenAiConfig, ResponseFormat};
 use agentmesh_brain::prompt::Budget;
 use agentmesh_brain::{ApiKey, Brain, ModelBrain, Persona, ScriptedBrain, TurnSettings};
+pub use agentmesh_proto::parse_duration;
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -278,25 +279,6 @@ fn api_key(
         ),
         Err(_) => Ok(None),
     }
-}
-
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 90s or 2m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub fn reply(ctx: &TurnContext) -> Result<Reply, BrainError> {
         ))),
         Phase::Contribute => Ok(specialist::contribute(ctx)),
         Phase::Review => {
-            let proposal = under_review(ctx)?;
+            let proposal = ctx.proposal_under_review()?;
             if is_supervisor {
                 Ok(supervisor::review(ctx, proposal))
             } else {
@@ -78,34 +78,6 @@ pub fn reply(ctx: &TurnContext) -> Result<Reply, BrainError> {
             }
         }
     }
-}
-
-/// The proposal text a REVIEW turn judges, checked against the hash it will sign.
-fn under_review(ctx: &TurnContext) -> Result<&str, BrainError> {
-    if ctx.proposal_hash.is_empty() {
-        return Err(BrainError::BadContext(format!(
-            "round {} REVIEW turn names no proposal hash",
-            ctx.round
-        )));
-    }
-    let entry = ctx.proposal_by_hash(&ctx.proposal_hash).ok_or_else(|| {
-        BrainError::BadContext(format!(
-            "proposal v{} ({}) is not in the {} transcript entries this worker has seen",
-            ctx.proposal_version,
-            crate::text::short_hash(&ctx.proposal_hash),
-            ctx.transcript.len()
-        ))
-    })?;
-    let actual = agentmesh_core::hash::proposal_hash(&entry.content);
-    if actual != ctx.proposal_hash {
-        return Err(BrainError::BadContext(format!(
-            "proposal v{} hashes to {}, not to the {} under review; refusing to sign",
-            entry.proposal_version,
-            crate::text::short_hash(&actual),
-            crate::text::short_hash(&ctx.proposal_hash)
-        )));
-    }
-    Ok(&entry.content)
 }
 
 /// "error contract" → "Error contract".

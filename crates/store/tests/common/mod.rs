@@ -7,6 +7,23 @@ use serde_json::json;
 use std::future::Future;
 use std::time::Duration;
 
+/// Instantiates every `suite` test for one implementation, as `<backend>::<test>`: each
+/// builds a fixture with `$make` and runs `suite::<test>` on its `$field`.
+macro_rules! backend_suite {
+    ($field:ident, $backend:ident, $make:path, [$($test:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::common::init_tracing();
+                    let fixture = $make().await;
+                    super::suite::$test(fixture.$field.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Logs of the code under test, shown for failing tests (`RUST_LOG` overrides).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
