@@ -4,14 +4,27 @@
 //!
 //! # How a broadcast round is measured
 //!
-//! The bench follows the session with `WatchSession` and stamps the *client-side receive
-//! time* (`Instant::now()` when the event arrives) of every status event: round k's
-//! latency is the time from the CONTRIBUTE(k) event to the CONTRIBUTE(k+1) event (for the
-//! last round, to COMPLETED). The coordinator's own event timestamps have millisecond
-//! resolution, too coarse for sub-millisecond rounds; they serve as a cross-check of the
-//! mean, as does wall time (first CONTRIBUTE to COMPLETED, divided by R). The first
-//! rounds (warm-up, and any round before every extra watcher has received its first
-//! event) are left out of the distribution but not out of the wall time.
+//! Where the raw limit's server times a round from its first send to its last reply, the
+//! mesh's round is timed where its turns land: every bench worker notes when each turn
+//! reaches it, on `CLOCK_MONOTONIC` (see `worker`), and round k lasts from the first
+//! arrival of a round-k turn to the first arrival of a round-(k+1) turn, on any worker.
+//! That span holds everything the mesh does for a round — dispatch, the workers'
+//! replies, collecting them, the store write, the next dispatch — and nothing else: a
+//! round-(k+1) turn is sent only after every result of round k is in, so no delay on the
+//! way out can make a round look shorter than it was, and none on the way back to an
+//! observer can make it look longer. R rounds give R − 1 spans.
+//!
+//! The bench also follows the session with `WatchSession`, as a dashboard would (with
+//! the coordinator's default batch window), to see it end and to check that every
+//! round's status was published. It is not the instrument: an observer's receive times
+//! carry the watch stream's delivery jitter (an event delivered late together with the
+//! next one shows as one long "round" followed by one of a few microseconds), and a
+//! watcher asking for every event at once (`batch_window_ms: 0`) costs the two cores
+//! ~0.1 ms of CPU per round, which the raw limit does not pay. Wall time (first
+//! CONTRIBUTE to COMPLETED received, divided by R; within one batch window) and the
+//! coordinator's own event timestamps (millisecond resolution) cross-check the mean.
+//! The first rounds (warm-up, and any round before every extra watcher has received its
+//! first event) are left out of the distribution but not out of the wall time.
 
 use crate::procs::{Mem, Proc, stop_all};
 use agentmesh_proto::v1::{
@@ -200,6 +213,7 @@ pub fn spawn_bench_worker(
     if let Some(endpoint) = etcd {
         args.extend(["--etcd".to_string(), endpoint.to_string()]);
     }
+    args.extend(["--arrivals-dir".to_string(), log_dir.display().to_string()]);
     Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
 }
 
@@ -276,7 +290,7 @@ pub async fn retire_fleet(
 pub struct BroadcastRun {
     pub n: usize,
     pub rounds: u32,
-    /// Round latencies after warm-up, in round order.
+    /// Round latencies after warm-up, in round order, from the workers' turn arrivals.
     pub latencies: Vec<Duration>,
     /// First CONTRIBUTE to COMPLETED (client receive times), all rounds.
     pub wall: Duration,
@@ -331,6 +345,7 @@ pub async fn broadcast(
     watchers: Option<Proc>,
     time_limit: Duration,
     worker_pids: &[u32],
+    arrivals_dir: &Path,
 ) -> anyhow::Result<BroadcastRun> {
     let mut client = coord.client();
     let watchers_pid = watchers.as_ref().map(Proc::pid);
@@ -352,7 +367,7 @@ pub async fn broadcast(
         let id = id.clone();
         tokio::task::spawn_blocking(move || {
             let watched = proc.wait_line("watching ", time_limit)?;
-            let all_watching = Instant::now();
+            let all_watching = crate::worker::monotonic_ns();
             if watched != id {
                 bail!("the watchers followed session {watched}, not {id}");
             }
@@ -374,8 +389,9 @@ pub async fn broadcast(
         .watch_session(v1::WatchSessionRequest {
             session_id: id.clone(),
             from_seq: 1,
-            // The instrument: its receive times are the round times, so no batching.
-            batch_window_ms: Some(0),
+            // The coordinator's default window, as a dashboard watches: this watch only
+            // sees the session through, the workers' arrivals time it.
+            batch_window_ms: None,
         })
         .await?
         .into_inner();
@@ -441,15 +457,14 @@ pub async fn broadcast(
         None => (None, 0),
     };
 
-    let mut latencies = Vec::with_capacity(starts.len());
     let warmup = warmup_rounds(rounds);
-    for (k, &(_, at, _)) in starts.iter().enumerate() {
-        let next = starts.get(k + 1).map_or(end_at, |s| s.1);
-        if k < warmup || all_watching.is_some_and(|w| at < w) {
-            continue;
-        }
-        latencies.push(next.saturating_duration_since(at));
-    }
+    let arrivals = collect_arrivals(arrivals_dir, worker_pids, &id, time_limit).await?;
+    let latencies = round_latencies(&arrivals, rounds, n)?
+        .into_iter()
+        .filter(|span| span.round as usize > warmup)
+        .filter(|span| all_watching.is_none_or(|w| span.start_ns >= w))
+        .map(|span| span.latency)
+        .collect();
     Ok(BroadcastRun {
         n,
         rounds,
@@ -459,6 +474,101 @@ pub async fn broadcast(
         watcher_events,
         cpu,
     })
+}
+
+/// One round as the workers saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundSpan {
+    pub round: u32,
+    /// `CLOCK_MONOTONIC` ns of the round's first turn arrival.
+    pub start_ns: u64,
+    pub latency: Duration,
+}
+
+/// Rounds from turn arrivals `(round, monotonic ns)` gathered from all `n` workers of a
+/// broadcast: round k spans from the first arrival of a round-k turn to the first of a
+/// round-(k+1) turn, so `rounds` rounds give `rounds - 1` spans. Every round must have
+/// reached every worker (a turn resent after a failure arrives twice; the first counts).
+pub fn round_latencies(
+    arrivals: &[(u32, u64)],
+    rounds: u32,
+    n: usize,
+) -> anyhow::Result<Vec<RoundSpan>> {
+    let mut first = vec![u64::MAX; rounds as usize + 1];
+    let mut count = vec![0usize; rounds as usize + 1];
+    for &(round, at) in arrivals {
+        let Some(slot) = first.get_mut(round as usize).filter(|_| round >= 1) else {
+            bail!("a turn of round {round} arrived in a session of {rounds} rounds");
+        };
+        *slot = (*slot).min(at);
+        count[round as usize] += 1;
+    }
+    if let Some(k) = (1..=rounds as usize).find(|&k| count[k] < n) {
+        bail!(
+            "round {k} reached {} of {n} workers (arrivals lost?)",
+            count[k]
+        );
+    }
+    (1..rounds as usize)
+        .map(|k| {
+            let (start, next) = (first[k], first[k + 1]);
+            if next < start {
+                bail!("round {} began before round {k}", k + 1);
+            }
+            Ok(RoundSpan {
+                round: k as u32,
+                start_ns: start,
+                latency: Duration::from_nanos(next - start),
+            })
+        })
+        .collect()
+}
+
+/// Asks each worker process (ours, by pid) for its turn arrivals and reads those of
+/// `session_id`: `(round, monotonic ns)`.
+async fn collect_arrivals(
+    dir: &Path,
+    worker_pids: &[u32],
+    session_id: &str,
+    time_limit: Duration,
+) -> anyhow::Result<Vec<(u32, u64)>> {
+    let mut arrivals = Vec::new();
+    for &pid in worker_pids {
+        let path = crate::worker::arrivals_path(dir, pid);
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: kill only sends a signal; `pid` is a process this bench started.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
+            bail!(
+                "cannot signal worker process {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let deadline = Instant::now() + time_limit.min(Duration::from_secs(10));
+        let text = loop {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => break text,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => bail!(
+                    "no arrivals from worker process {pid} ({}): {e}",
+                    path.display()
+                ),
+            }
+        };
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let (Some(session), Some(round), Some(at)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                bail!("{}: malformed line {line:?}", path.display());
+            };
+            if session == session_id {
+                arrivals.push((round.parse()?, at.parse()?));
+            }
+        }
+    }
+    Ok(arrivals)
 }
 
 /// Full negotiations: `concurrency` sessions in flight (closed loop) until `total` ended.
@@ -663,4 +773,67 @@ pub async fn etcd_write_latency(
         latencies.push(t0.elapsed());
     }
     Ok(latencies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_round_spans_first_arrival_to_first_arrival_of_the_next() {
+        // Two workers, three rounds: worker 1 is always 0.2 ms behind worker 0.
+        let arrivals = [
+            (1, 10 * MS),
+            (1, 10 * MS + MS / 5),
+            (2, 11 * MS),
+            (2, 11 * MS + MS / 5),
+            (3, 13 * MS),
+            (3, 13 * MS + MS / 5),
+        ];
+        let spans = round_latencies(&arrivals, 3, 2).unwrap();
+        assert_eq!(
+            spans,
+            [
+                RoundSpan {
+                    round: 1,
+                    start_ns: 10 * MS,
+                    latency: Duration::from_millis(1)
+                },
+                RoundSpan {
+                    round: 2,
+                    start_ns: 11 * MS,
+                    latency: Duration::from_millis(2)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resent_turn_counts_once_by_its_first_arrival() {
+        let arrivals = [(1, 5 * MS), (2, 9 * MS), (1, 7 * MS), (2, 6 * MS)];
+        let spans = round_latencies(&arrivals, 2, 1).unwrap();
+        assert_eq!(spans[0].latency, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn lost_or_foreign_arrivals_are_refused() {
+        // Round 2 reached one of two workers.
+        let short = [(1, MS), (1, MS), (2, 2 * MS)];
+        let err = round_latencies(&short, 2, 2).unwrap_err().to_string();
+        assert!(err.contains("round 2 reached 1 of 2"), "{err}");
+        // A round the session does not have.
+        for round in [0, 3] {
+            let err = round_latencies(&[(1, MS), (2, 2 * MS), (round, 3 * MS)], 2, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("round {round} arrived")), "{err}");
+        }
+        // Time running backwards between rounds: not a measurement.
+        let err = round_latencies(&[(1, 5 * MS), (2, 4 * MS)], 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("round 2 began before round 1"), "{err}");
+    }
 }

@@ -1,12 +1,23 @@
 //! `mesh-bench __worker`: K real workers in one process, each its own
 //! `agentmesh_worker::run` (own id, own connection, own stream), answering with the bench
 //! brain. With `--etcd`, each registers under its own lease, like `mesh-worker --etcd`.
+//!
+//! # The round instrument
+//!
+//! The bench brain notes when each turn reaches it, on `CLOCK_MONOTONIC` (one clock for
+//! every process of the machine), and on SIGUSR1 writes what it noted to
+//! `<arrivals dir>/arrivals-<pid>.txt`. The bench reads these files after a broadcast
+//! session: round k lasted from the first arrival of a round-k turn to the first arrival
+//! of a round-(k+1) turn, on any worker. A turn of round k+1 is sent only once every
+//! result of round k is in, so no delivery delay can make a round look shorter than it
+//! was (see `mesh::round_latencies`).
 
 use agentmesh_brain::{Brain, BrainFuture, TurnContext};
 use agentmesh_core::{EntryType, Reply};
 use agentmesh_store::WorkerRegistry;
 use agentmesh_worker::WorkerConfig;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Bytes of every bench reply's content.
@@ -16,14 +27,62 @@ pub const REPLY_BYTES: usize = 200;
 /// later (what a CONTRIBUTE phase accepts).
 pub struct BenchBrain {
     content: String,
+    arrivals: Arc<Arrivals>,
 }
 
 impl Default for BenchBrain {
     fn default() -> Self {
         BenchBrain {
             content: reply_content(),
+            arrivals: Arc::default(),
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `std::time::Instant` reads on Linux, as a
+/// number that another process of the same machine can compare.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// When each turn reached this process: (session id, round, `monotonic_ns`).
+#[derive(Debug, Default)]
+pub struct Arrivals(Mutex<Vec<(String, u32, u64)>>);
+
+impl Arrivals {
+    fn note(&self, session_id: String, round: u32) {
+        let at = monotonic_ns();
+        self.0
+            .lock()
+            .expect("arrivals lock")
+            .push((session_id, round, at));
+    }
+
+    /// Writes and forgets what was noted: one `session round ns` line per turn, written
+    /// to a temporary name and renamed, so a reader never sees half a file.
+    pub fn dump(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let noted = std::mem::take(&mut *self.0.lock().expect("arrivals lock"));
+        let mut text = String::with_capacity(noted.len() * 32);
+        for (session, round, at) in noted {
+            text.push_str(&format!("{session} {round} {at}\n"));
+        }
+        let path = arrivals_path(dir, std::process::id());
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(path)
+    }
+}
+
+/// Where worker process `pid` writes its arrivals.
+pub fn arrivals_path(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("arrivals-{pid}.txt"))
 }
 
 /// The reply text: printable, exactly [`REPLY_BYTES`] bytes.
@@ -52,6 +111,7 @@ impl Brain for BenchBrain {
     }
 
     fn think(&self, ctx: TurnContext) -> BrainFuture<'_> {
+        self.arrivals.note(ctx.session_id, ctx.round);
         let reply = Reply {
             entry_type: Some(entry_type_for(ctx.round)),
             content: self.content.clone(),
@@ -71,6 +131,8 @@ pub struct Opts {
     pub id_prefix: String,
     pub etcd: Vec<String>,
     pub capacity: u32,
+    /// Where SIGUSR1 makes this process write its turns' arrival times.
+    pub arrivals_dir: Option<PathBuf>,
 }
 
 impl Opts {
@@ -98,7 +160,20 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    let brain: Arc<dyn Brain> = Arc::new(BenchBrain::default());
+    let bench_brain = Arc::new(BenchBrain::default());
+    if let Some(dir) = opts.arrivals_dir.clone() {
+        let arrivals = bench_brain.arrivals.clone();
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                if let Err(e) = arrivals.dump(&dir) {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot write arrivals");
+                }
+            }
+        });
+    }
+    let brain: Arc<dyn Brain> = bench_brain;
     let mut registrations = Vec::new();
     if !opts.etcd.is_empty() {
         let client = agentmesh_store::connect_etcd(&opts.etcd).await?;
@@ -180,6 +255,40 @@ mod tests {
         assert_eq!(entry_type_for(2), EntryType::Proposal);
     }
 
+    #[tokio::test]
+    async fn turn_arrivals_are_noted_in_order_and_written_once() {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-arrivals-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let brain = BenchBrain::default();
+        for round in 1..=3 {
+            brain.think(ctx(round)).await.unwrap();
+        }
+        let path = brain.arrivals.dump(&dir).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<(&str, u32, u64)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[0], f[1].parse().unwrap(), f[2].parse().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            lines.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            [("s", 1), ("s", 2), ("s", 3)]
+        );
+        assert!(lines.windows(2).all(|w| w[0].2 <= w[1].2), "{text}");
+        // What was written is forgotten: the next dump holds only later turns.
+        brain.dump_is_empty_after_write(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    impl BenchBrain {
+        fn dump_is_empty_after_write(&self, dir: &Path) {
+            let path = self.arrivals.dump(dir).unwrap();
+            assert_eq!(std::fs::read_to_string(path).unwrap(), "");
+        }
+    }
+
     #[test]
     fn workers_are_named_per_role_and_replica() {
         let opts = Opts {
@@ -189,6 +298,7 @@ mod tests {
             id_prefix: "p3-".into(),
             etcd: Vec::new(),
             capacity: 4,
+            arrivals_dir: None,
         };
         assert_eq!(
             opts.workers(),

@@ -183,22 +183,31 @@ impl From<&core::Entry> for v1::Entry {
 impl TryFrom<&v1::Entry> for core::Entry {
     type Error = String;
     fn try_from(e: &v1::Entry) -> Result<Self, String> {
+        core::Entry::try_from(e.clone())
+    }
+}
+
+/// By value: the strings move from the wire message into the entry, so a worker that
+/// keeps what it decodes holds one copy, not two.
+impl TryFrom<v1::Entry> for core::Entry {
+    type Error = String;
+    fn try_from(e: v1::Entry) -> Result<Self, String> {
         Ok(core::Entry {
             seq: e.seq,
             round: e.round,
             phase: phase_from_wire(e.phase)
                 .ok_or_else(|| format!("entry {}: unknown phase {}", e.seq, e.phase))?,
-            role: e.role.clone(),
-            worker_id: e.worker_id.clone(),
+            role: e.role,
+            worker_id: e.worker_id,
             entry_type: entry_type_from_wire(e.entry_type)
                 .ok_or_else(|| format!("entry {}: unknown type {}", e.seq, e.entry_type))?,
             timestamp_ms: e.timestamp_ms,
-            content: e.content.clone(),
+            content: e.content,
             verdict: verdict_from_wire(e.verdict),
-            concerns: e.concerns.clone(),
-            proposal_hash: e.proposal_hash.clone(),
+            concerns: e.concerns,
+            proposal_hash: e.proposal_hash,
             proposal_version: e.proposal_version,
-            signature: e.signature.clone(),
+            signature: e.signature,
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
         })

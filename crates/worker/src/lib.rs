@@ -135,7 +135,15 @@ impl Held {
         let session = held
             .get_mut(&turn.session_id)
             .ok_or_else(|| format!("unknown session {}: no header received", turn.session_id))?;
-        for wire in &request.delta {
+        // Room for exactly what arrives: a held transcript grows a phase at a time and
+        // lives as long as its session, so doubling's spare slots (up to half of the
+        // entries' ~200 bytes each) would be held by every session for its whole life.
+        let have = session.transcript.len() as u64;
+        let fresh = request.delta.iter().filter(|e| e.seq > have).count();
+        if fresh > 0 {
+            session.transcript.entries_mut().reserve_exact(fresh);
+        }
+        for wire in request.delta {
             let have = session.transcript.len() as u64;
             if wire.seq <= have {
                 continue; // already held: the coordinator resent from an older cursor
