@@ -579,8 +579,8 @@ fn latency_table(title: &str, rows: &[LatencyRow]) -> Table {
     }
     t.note(
         "cpu … ms: CPU time per round (user + system, /proc/<pid>/stat) of the coordinator, \
-         of this process (raw: the server; mesh: the measuring watch and any extra watchers) \
-         and of all worker (raw: client) processes together",
+         of this process (raw: the server; mesh: the bench's own watch of the session, with \
+         the default 10 ms batch window) and of all worker (raw: client) processes together",
     );
     t
 }
@@ -754,8 +754,9 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
     let mut t = latency_table(&format!("(b) mesh broadcast round, {mode}"), &rows);
     t.note(
         "one CONTRIBUTE phase to N bench worker processes per round, 200 B replies, one round \
-         in flight; latency = client receive times of consecutive CONTRIBUTE status events \
-         (WatchSession); warm-up rounds left out",
+         in flight; round k = first arrival of a round-k turn to first arrival of a \
+         round-(k+1) turn at any worker (CLOCK_MONOTONIC, noted by the workers); warm-up \
+         rounds left out",
     );
     for r in rows.iter() {
         if let Some(w) = r.etcd_write {
@@ -1189,7 +1190,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         ]);
     }
     t.note(
-        "\"watchers\": WatchSession watchers besides the bench's own measuring watch, each on its \
+        "\"watchers\": WatchSession watchers besides the bench's own watch of the session, each on its \
          own connection, all in one `mesh-bench __watchers` process at the given CPU priority (idle: SCHED_IDLE), \
          with the coordinator's default batch window (10 ms); every one of them received every \
          durable event of the session (checked). cpu … ms: CPU time per round of the \

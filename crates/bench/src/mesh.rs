@@ -306,7 +306,7 @@ pub struct BroadcastRun {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CpuUse {
     pub coordinator: Duration,
-    /// This process: the measuring watch.
+    /// This process: its own watch of the session.
     pub bench: Duration,
     /// The worker processes of the run.
     pub workers: Duration,
@@ -337,7 +337,7 @@ impl CpuUse {
 
 /// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>` and measures
 /// it. `watchers`: a `mesh-bench __watchers` process that has said `ready`; it watches
-/// this session beside the measuring watch (see [`crate::watchers`]).
+/// this session beside the bench's own watch (see [`crate::watchers`]).
 pub async fn broadcast(
     coord: &Coordinator,
     n: usize,
@@ -446,7 +446,7 @@ pub async fn broadcast(
     let (all_watching, watcher_events) = match watching {
         Some(task) => {
             let (at, total, fewest, most) = task.await??;
-            // Every watcher must have received exactly what the measuring watch did.
+            // Every watcher must have received exactly what the bench's own watch did.
             if fewest != events_seen || most != events_seen {
                 bail!(
                     "watchers received {fewest}..{most} events each; the session had {events_seen}"
