@@ -696,14 +696,12 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
         };
         let fleet =
             mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, endpoint.as_deref(), n, 0).await?;
-        let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
         let run = mesh::broadcast(
             &coord,
-            n,
+            &fleet,
             rounds,
             None,
             b.plan.session_limit,
-            &pids,
             &b.log_dir,
         )
         .await
@@ -930,14 +928,12 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     let coordinator_idle = coord.mem();
     let rounds = b.rounds(b.plan.scale_rounds);
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, idle).await?;
-    let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
     let run = mesh::broadcast(
         &coord,
-        6,
+        &fleet,
         rounds,
         None,
         b.plan.session_limit,
-        &pids,
         &b.log_dir,
     )
     .await
@@ -1096,7 +1092,6 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
     let coord =
         Coordinator::start(&b.bins, &b.log_dir, "coordinator-watchers", None, &b.wrap).await?;
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, 0).await?;
-    let pids: Vec<u32> = fleet.iter().map(Proc::pid).collect();
     let rounds = b.rounds(b.plan.watcher_rounds);
     let count = b.plan.watchers;
     let mut rows: Vec<Row> = Vec::new();
@@ -1112,11 +1107,10 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         let extra = if idle.is_some() { count } else { 0 };
         let run = mesh::broadcast(
             &coord,
-            6,
+            &fleet,
             rounds,
             watchers,
             b.plan.session_limit,
-            &pids,
             &b.log_dir,
         )
         .await

@@ -335,18 +335,21 @@ impl CpuUse {
     }
 }
 
-/// Creates a broadcast session of `rounds` rounds over roles `b0 .. b<n-1>` and measures
-/// it. `watchers`: a `mesh-bench __watchers` process that has said `ready`; it watches
-/// this session beside the bench's own watch (see [`crate::watchers`]).
+/// Creates a broadcast session of `rounds` rounds over the roles of `fleet` (from
+/// [`broadcast_fleet`]: roles `b0 .. b<n-1>`, one process each, writing their turn
+/// arrivals to `arrivals_dir`) and measures it. `watchers`: a `mesh-bench __watchers`
+/// process that has said `ready`; it watches this session beside the bench's own watch
+/// (see [`crate::watchers`]).
 pub async fn broadcast(
     coord: &Coordinator,
-    n: usize,
+    fleet: &[Proc],
     rounds: u32,
     watchers: Option<Proc>,
     time_limit: Duration,
-    worker_pids: &[u32],
     arrivals_dir: &Path,
 ) -> anyhow::Result<BroadcastRun> {
+    let n = fleet.len();
+    let worker_pids: &[u32] = &fleet.iter().map(Proc::pid).collect::<Vec<_>>();
     let mut client = coord.client();
     let watchers_pid = watchers.as_ref().map(Proc::pid);
     let cpu_before = cpu_now(coord.pid(), worker_pids, watchers_pid);

@@ -589,6 +589,27 @@ mod tests {
     }
 
     #[test]
+    fn held_transcripts_keep_no_spare_capacity() {
+        // A held transcript lives as long as its session: room for entries that never
+        // come would be held by every session a worker serves.
+        let held = Held::default();
+        let deltas = [
+            (vec![wire_entry(1), wire_entry(2), wire_entry(3)], true),
+            // A resend from an older cursor: only entry 4 is new.
+            (vec![wire_entry(3), wire_entry(4)], false),
+            (vec![wire_entry(5)], false),
+            (vec![], false),
+        ];
+        for (delta, header) in deltas {
+            drop(held.absorb(request(delta, header), "backend").unwrap());
+            let mut sessions = held.0.lock().unwrap();
+            let entries = sessions.get_mut("s1").unwrap().transcript.entries_mut();
+            assert_eq!(entries.capacity(), entries.len());
+        }
+        assert_eq!(held.cursors()[0].seq, 5);
+    }
+
+    #[test]
     fn turns_share_the_held_transcript_and_keep_their_snapshot() {
         let held = Held::default();
         let first = held
