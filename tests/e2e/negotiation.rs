@@ -181,3 +181,36 @@ fn ten_concurrent_sessions_spread_over_two_replicas_per_role() {
         assert!(a >= 3 && b >= 3, "{role}: load not spread ({a} / {b})");
     }
 }
+
+#[test]
+fn a_coordinator_on_one_runtime_thread_runs_concurrent_sessions_to_consensus() {
+    let mut cluster = Cluster::start(CoordinatorOpts {
+        extra: vec!["--runtime-threads".into(), "1".into()],
+        ..CoordinatorOpts::default()
+    });
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", cluster.coordinator.pid())).unwrap();
+    let threads: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads line");
+    assert_eq!(threads, 2, "the main thread and one runtime thread");
+    cluster.add_roles(&ALL_ROLES, 1, &["--capacity", "3"]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let task = format!("{} (tenant {i})", agentmesh_brain::DEMO_TASK);
+            cluster.create(&task, &[], 0).id
+        })
+        .collect();
+    for id in &ids {
+        let session = cluster.wait_end(id, Duration::from_secs(60));
+        assert_eq!(
+            session.status,
+            SessionStatus::Consensus as i32,
+            "{id}: {}",
+            session.reason
+        );
+        assert_transcript_sound(&cluster.transcript(id));
+    }
+}

@@ -76,6 +76,10 @@ struct Cli {
     /// "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out".
     #[arg(long)]
     wrap_coordinator: Option<String>,
+    /// Start every coordinator with `--runtime-threads N` (default: its own default, the
+    /// CPUs it may use).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    coordinator_threads: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,7 +272,7 @@ struct Bench {
     log_dir: PathBuf,
     plan: Plan,
     json_out: Option<std::fs::File>,
-    wrap: Vec<String>,
+    launch: mesh::Launch,
     rounds_override: Option<u32>,
     /// p50/p99 of the raw limit by N.
     raw: BTreeMap<usize, Summary>,
@@ -361,11 +365,14 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         log_dir,
         plan,
         json_out,
-        wrap: cli
-            .wrap_coordinator
-            .as_deref()
-            .map(|w| w.split_whitespace().map(String::from).collect())
-            .unwrap_or_default(),
+        launch: mesh::Launch {
+            wrap: cli
+                .wrap_coordinator
+                .as_deref()
+                .map(|w| w.split_whitespace().map(String::from).collect())
+                .unwrap_or_default(),
+            runtime_threads: cli.coordinator_threads,
+        },
         rounds_override: cli.rounds,
         raw: BTreeMap::new(),
         embedded: BTreeMap::new(),
@@ -419,6 +426,9 @@ fn machine(b: &mut Bench) {
         coordinator_linkage: String,
         worker_linkage: String,
         scheduler_gaps: machine::SchedulerGaps,
+        /// `--coordinator-threads`, when the run sets it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        coordinator_runtime_threads: Option<u16>,
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -433,6 +443,7 @@ fn machine(b: &mut Bench) {
         coordinator_linkage: machine::linkage_of(&b.bins.coordinator),
         worker_linkage: machine::linkage_of(&b.bins.worker),
         scheduler_gaps: gaps,
+        coordinator_runtime_threads: b.launch.runtime_threads,
     };
     let mut t = Table::new(
         "machine",
@@ -468,6 +479,11 @@ fn machine(b: &mut Bench) {
          below: any round that meets one is that much slower, the raw limit's too)",
         gaps.threads, gaps.seconds
     ));
+    if let Some(threads) = m.coordinator_runtime_threads {
+        t.note(format!(
+            "every coordinator of this run: mesh-coordinator --runtime-threads {threads}"
+        ));
+    }
     b.emit(&t, "machine", &m);
 }
 
@@ -674,7 +690,7 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
         &b.log_dir,
         &format!("coordinator-{mode}"),
         endpoint.as_deref(),
-        &b.wrap,
+        &b.launch,
     )
     .await?;
     let mut rows = Vec::new();
@@ -814,7 +830,7 @@ async fn run_negotiation(b: &mut Bench) -> anyhow::Result<()> {
         &b.log_dir,
         "coordinator-negotiation",
         None,
-        &b.wrap,
+        &b.launch,
     )
     .await?;
     let mut fleet = mesh::negotiation_fleet(&b.bins, &b.log_dir, &coord, capacity).await?;
@@ -910,7 +926,8 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     }
     let (procs_n, per_proc) = (b.plan.scale_procs, b.plan.scale_per_proc);
     let idle = procs_n * per_proc;
-    let coord = Coordinator::start(&b.bins, &b.log_dir, "coordinator-scale", None, &b.wrap).await?;
+    let coord =
+        Coordinator::start(&b.bins, &b.log_dir, "coordinator-scale", None, &b.launch).await?;
     let mut idle_fleet = Vec::with_capacity(procs_n);
     for p in 0..procs_n {
         idle_fleet.push(mesh::spawn_bench_worker(
@@ -1090,7 +1107,7 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
         cpu_watchers_us: f64,
     }
     let coord =
-        Coordinator::start(&b.bins, &b.log_dir, "coordinator-watchers", None, &b.wrap).await?;
+        Coordinator::start(&b.bins, &b.log_dir, "coordinator-watchers", None, &b.launch).await?;
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, 0).await?;
     let rounds = b.rounds(b.plan.watcher_rounds);
     let count = b.plan.watchers;

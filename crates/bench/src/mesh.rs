@@ -46,6 +46,15 @@ pub struct Bins {
     pub bench: PathBuf,
 }
 
+/// How the bench starts every coordinator.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// A command the coordinator runs under (a profiler), split on spaces.
+    pub wrap: Vec<String>,
+    /// `mesh-coordinator --runtime-threads`, when set.
+    pub runtime_threads: Option<u16>,
+}
+
 /// The task every negotiation gets (the demo's).
 pub const NEGOTIATION_TASK: &str = "Design an order-tracking service for a multi-tenant SaaS: \
 customers create orders and follow their status live on a web dashboard, staff search the \
@@ -87,7 +96,7 @@ impl Coordinator {
         log_dir: &Path,
         name: &str,
         etcd: Option<&str>,
-        wrap: &[String],
+        launch: &Launch,
     ) -> anyhow::Result<Coordinator> {
         let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--http", "off", "--id", name]
             .map(String::from)
@@ -95,7 +104,10 @@ impl Coordinator {
         if let Some(endpoint) = etcd {
             args.extend(["--etcd".to_string(), endpoint.to_string()]);
         }
-        let (program, args) = match wrap.split_first() {
+        if let Some(threads) = launch.runtime_threads {
+            args.extend(["--runtime-threads".to_string(), threads.to_string()]);
+        }
+        let (program, args) = match launch.wrap.split_first() {
             None => (bins.coordinator.clone(), args),
             Some((first, rest)) => {
                 let mut all = rest.to_vec();

@@ -64,6 +64,11 @@ struct Args {
     /// a restart.
     #[arg(long, conflicts_with = "etcd")]
     data_dir: Option<PathBuf>,
+    /// Threads of the async runtime (default: the CPUs this process may use). On a host
+    /// the coordinator shares with its workers, fewer threads spend less CPU waking each
+    /// other: see docs/performance.md.
+    #[arg(long, env = "MESH_RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    runtime_threads: Option<u16>,
 }
 
 async fn shutdown_signal() {
@@ -75,8 +80,16 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.runtime_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -84,7 +97,6 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
     let config = CoordinatorConfig {
         coordinator_id: args.id,
         phase_timeout: args.phase_timeout,
