@@ -301,6 +301,26 @@ impl Bench {
         }
     }
 
+    /// A measured broadcast session over `fleet` (see [`mesh::broadcast`]), within the
+    /// plan's time limit, its workers' arrivals read from this run's log directory.
+    async fn broadcast(
+        &self,
+        coord: &Coordinator,
+        fleet: &[Proc],
+        rounds: u32,
+        watchers: Option<Proc>,
+    ) -> anyhow::Result<BroadcastRun> {
+        mesh::broadcast(
+            coord,
+            fleet,
+            rounds,
+            watchers,
+            self.plan.session_limit,
+            &self.log_dir,
+        )
+        .await
+    }
+
     fn rounds(&self, planned: u32) -> u32 {
         self.rounds_override.unwrap_or(planned)
     }
@@ -712,16 +732,10 @@ async fn run_broadcast(b: &mut Bench, on_etcd: bool) -> anyhow::Result<()> {
         };
         let fleet =
             mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, endpoint.as_deref(), n, 0).await?;
-        let run = mesh::broadcast(
-            &coord,
-            &fleet,
-            rounds,
-            None,
-            b.plan.session_limit,
-            &b.log_dir,
-        )
-        .await
-        .with_context(|| format!("broadcast {mode}, N={n}"))?;
+        let run = b
+            .broadcast(&coord, &fleet, rounds, None)
+            .await
+            .with_context(|| format!("broadcast {mode}, N={n}"))?;
         if n == 6 && !on_etcd {
             let hwm = fleet.iter().filter_map(Proc::mem).max_by_key(|m| m.hwm_kib);
             b.note_mem(
@@ -945,16 +959,10 @@ async fn run_scale(b: &mut Bench) -> anyhow::Result<()> {
     let coordinator_idle = coord.mem();
     let rounds = b.rounds(b.plan.scale_rounds);
     let fleet = mesh::broadcast_fleet(&b.bins, &b.log_dir, &coord, None, 6, idle).await?;
-    let run = mesh::broadcast(
-        &coord,
-        &fleet,
-        rounds,
-        None,
-        b.plan.session_limit,
-        &b.log_dir,
-    )
-    .await
-    .context("broadcast N=6 beside the idle workers")?;
+    let run = b
+        .broadcast(&coord, &fleet, rounds, None)
+        .await
+        .context("broadcast N=6 beside the idle workers")?;
     let coordinator = coord.mem();
     let idle_process = idle_fleet.first().and_then(Proc::mem);
     let row = broadcast_row(b, "embedded+idle", &run)?;
@@ -1122,16 +1130,10 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
             None => None,
         };
         let extra = if idle.is_some() { count } else { 0 };
-        let run = mesh::broadcast(
-            &coord,
-            &fleet,
-            rounds,
-            watchers,
-            b.plan.session_limit,
-            &b.log_dir,
-        )
-        .await
-        .with_context(|| format!("broadcast N=6 with {extra} extra watchers"))?;
+        let run = b
+            .broadcast(&coord, &fleet, rounds, watchers)
+            .await
+            .with_context(|| format!("broadcast N=6 with {extra} extra watchers"))?;
         let mut round = broadcast_row(b, "embedded", &run)?;
         // Compared with the run without watchers, not with the raw limit.
         round.raw_p50_us = None;

@@ -473,7 +473,7 @@ pub async fn broadcast(
     };
 
     let warmup = warmup_rounds(rounds);
-    let arrivals = collect_arrivals(arrivals_dir, worker_pids, &id, time_limit).await?;
+    let arrivals = collect_arrivals(arrivals_dir, fleet, &id, time_limit).await?;
     let latencies = round_latencies(&arrivals, rounds, n)?
         .into_iter()
         .filter(|span| span.round as usize > warmup)
@@ -539,26 +539,23 @@ pub fn round_latencies(
         .collect()
 }
 
-/// Asks each worker process (ours, by pid) for its turn arrivals and reads those of
-/// `session_id`: `(round, monotonic ns)`.
+/// Asks every worker process of `fleet` for its turn arrivals (all at once, then reads
+/// each answer) and returns those of `session_id`: `(round, monotonic ns)`.
 async fn collect_arrivals(
     dir: &Path,
-    worker_pids: &[u32],
+    fleet: &[Proc],
     session_id: &str,
     time_limit: Duration,
 ) -> anyhow::Result<Vec<(u32, u64)>> {
+    for proc in fleet {
+        let _ = std::fs::remove_file(crate::worker::arrivals_path(dir, proc.pid()));
+        proc.send(libc::SIGUSR1)
+            .with_context(|| format!("cannot signal worker process {}", proc.pid()))?;
+    }
+    let deadline = Instant::now() + time_limit.min(Duration::from_secs(10));
     let mut arrivals = Vec::new();
-    for &pid in worker_pids {
-        let path = crate::worker::arrivals_path(dir, pid);
-        let _ = std::fs::remove_file(&path);
-        // SAFETY: kill only sends a signal; `pid` is a process this bench started.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
-            bail!(
-                "cannot signal worker process {pid}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let deadline = Instant::now() + time_limit.min(Duration::from_secs(10));
+    for proc in fleet {
+        let (pid, path) = (proc.pid(), crate::worker::arrivals_path(dir, proc.pid()));
         let text = loop {
             match std::fs::read_to_string(&path) {
                 Ok(text) => break text,

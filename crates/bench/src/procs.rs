@@ -170,8 +170,13 @@ impl Proc {
     /// Sends SIGTERM (if it still runs).
     pub fn terminate(&mut self) {
         if self.running() {
-            signal(self.pid(), libc::SIGTERM);
+            let _ = signal(self.pid(), libc::SIGTERM);
         }
+    }
+
+    /// Sends `sig` (a request the process answers, such as SIGUSR1).
+    pub fn send(&self, sig: libc::c_int) -> std::io::Result<()> {
+        signal(self.pid(), sig)
     }
 
     /// Waits for the exit until `deadline`, then SIGKILLs it. Always reaps it.
@@ -223,14 +228,14 @@ pub fn stop_all(procs: &mut [Proc], grace: Duration) {
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet, so
-        // the pid cannot have been reused by another process.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet, so the
+    // pid cannot have been reused by another process.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use agentmesh_brain::{Brain, BrainFuture, TurnContext};
 use agentmesh_core::{EntryType, Reply};
 use agentmesh_store::WorkerRegistry;
 use agentmesh_worker::WorkerConfig;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl Arrivals {
         let noted = std::mem::take(&mut *self.0.lock().expect("arrivals lock"));
         let mut text = String::with_capacity(noted.len() * 32);
         for (session, round, at) in noted {
-            text.push_str(&format!("{session} {round} {at}\n"));
+            let _ = writeln!(text, "{session} {round} {at}");
         }
         let path = arrivals_path(dir, std::process::id());
         let partial = path.with_extension("partial");
@@ -278,15 +279,9 @@ mod tests {
         );
         assert!(lines.windows(2).all(|w| w[0].2 <= w[1].2), "{text}");
         // What was written is forgotten: the next dump holds only later turns.
-        brain.dump_is_empty_after_write(&dir);
+        let again = brain.arrivals.dump(&dir).unwrap();
+        assert_eq!(std::fs::read_to_string(again).unwrap(), "");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    impl BenchBrain {
-        fn dump_is_empty_after_write(&self, dir: &Path) {
-            let path = self.arrivals.dump(dir).unwrap();
-            assert_eq!(std::fs::read_to_string(path).unwrap(), "");
-        }
     }
 
     #[test]
