@@ -47,16 +47,12 @@ impl RawWorker {
     }
 
     async fn next(&mut self) -> Result<Msg, tonic::Status> {
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
-                .await
-                .expect("a message within 10s")?;
-            match message.and_then(|m| m.msg) {
-                Some(Msg::Ping(_)) => continue,
-                Some(msg) => return Ok(msg),
-                None => return Err(tonic::Status::unknown("stream ended")),
-            }
-        }
+        let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("a message within 10s")?;
+        message
+            .and_then(|m| m.msg)
+            .ok_or_else(|| tonic::Status::unknown("stream ended"))
     }
 
     async fn next_turn(&mut self) -> v1::TurnRequest {
@@ -202,6 +198,16 @@ fn worker_results_get_precise_statuses_and_change_nothing() {
             .submit(turn.clone(), v1::EntryType::Framework, &big)
             .await;
         assert_eq!(code(&ack), Code::ResourceExhausted, "{}", ack.message);
+        // 300 KB of control characters: under the content limit, but about 1.8 MB once
+        // JSON-escaped as the store keeps it. Refused on its ack, before it is accepted:
+        // the phase's write can never be refused for it, the term goes on, and the
+        // stream stays up (the real answer below goes through on it).
+        let escaped = "\u{1}".repeat(300 * 1024);
+        let ack = supervisor
+            .submit(turn.clone(), v1::EntryType::Framework, &escaped)
+            .await;
+        assert_eq!(code(&ack), Code::ResourceExhausted, "{}", ack.message);
+        assert!(ack.message.contains("as stored"), "{}", ack.message);
         assert_eq!(
             entries(client.clone(), session.id.clone()).await,
             0,

@@ -233,7 +233,14 @@ fn dashboard_follows_a_session_live_to_consensus() {
 
     // The README's picture: the final session view.
     js(&browser, "window.scrollTo(0, 0); return null;");
-    std::thread::sleep(Duration::from_millis(500)); // let the entry fade-in finish
+    // The picture is taken once the entries' fade-in has finished.
+    browser.wait_for(Duration::from_secs(10), "animations finished", |b| {
+        let running = b.execute(
+            "return document.getAnimations().filter(a => a.playState === 'running').length;",
+            vec![],
+        )?;
+        Ok((running.as_u64() == Some(0)).then_some(()))
+    });
     // Saved beside the build output; `UPDATE_SCREENSHOT=1` refreshes the README's copy
     // in docs/ instead, so an ordinary test run leaves the work tree clean.
     let png = if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
@@ -291,24 +298,26 @@ fn dashboard_renders_hostile_text_inert_and_api_errors_are_json() {
         let ended = TERMINAL.contains(&snap["status"].as_str().unwrap_or_default());
         Ok((ended && snap["entries"].as_u64() > Some(0)).then_some(()))
     });
-    std::thread::sleep(Duration::from_millis(500)); // time for any injected handler to fire
-
+    // No injected element exists, so no injected handler can ever run: checking the
+    // structure first makes the `pwned` check final, with nothing to wait for.
     let probe = js(
         &browser,
         r#"return {
           pwned: typeof window.__pwned,
           scripts: document.scripts.length,
           images: document.images.length,
+          handlers: document.querySelectorAll('[onerror],[onload],[onclick]').length,
           text: document.body.innerText,
         };"#,
     );
-    assert_eq!(probe["pwned"], json!("undefined"), "model text ran as code");
     assert_eq!(
         probe["scripts"],
         json!(1),
         "only the dashboard's own script"
     );
     assert_eq!(probe["images"], json!(0), "no injected element");
+    assert_eq!(probe["handlers"], json!(0), "no injected handler");
+    assert_eq!(probe["pwned"], json!("undefined"), "model text ran as code");
     let text = probe["text"].as_str().unwrap_or_default();
     assert!(
         text.contains("<script>window.__pwned=1</script>"),
@@ -360,6 +369,26 @@ fn dashboard_renders_hostile_text_inert_and_api_errors_are_json() {
             .is_some_and(|e| !e.is_empty()),
         "{}",
         future.body
+    );
+
+    // The largest seq has no successor to resume from: refused, not overflowed.
+    let past_every_seq = http(
+        "GET",
+        &format!("{base}/api/sessions/{id}/events"),
+        &[
+            ("Last-Event-ID", "18446744073709551615"),
+            ("Accept", "text/event-stream"),
+        ],
+        None,
+    )
+    .expect("events");
+    assert_eq!(past_every_seq.status, 400, "{}", past_every_seq.body);
+    assert!(
+        past_every_seq.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("18446744073709551615")),
+        "{}",
+        past_every_seq.body
     );
 
     let bad = http(

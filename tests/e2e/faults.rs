@@ -106,7 +106,27 @@ fn a_pending_session_starts_when_the_missing_worker_arrives() {
     let id = cluster
         .create("Design a payments ledger", &["backend"], 0)
         .id;
-    std::thread::sleep(Duration::from_millis(500));
+    // It holds its supervisor and waits for the role nobody serves yet, as the
+    // coordinator's demand metrics say.
+    let http = cluster.http.clone().expect("the coordinator serves HTTP");
+    let start = std::time::Instant::now();
+    let wanted = [
+        "agentmesh_role_sessions{role=\"backend\",state=\"waiting\"} 1",
+        "agentmesh_role_sessions{role=\"supervisor\",state=\"assigned\"} 1",
+    ];
+    loop {
+        let metrics = agentmesh_e2e::http_get(&http, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        if wanted
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(cluster.session(&id).status, SessionStatus::Pending as i32);
     cluster.add_roles(&["backend"], 1, &[]);
     let session = cluster.wait_end(&id, Duration::from_secs(30));
@@ -173,7 +193,10 @@ fn cancellation_ends_the_session_and_frees_its_workers() {
     let again = cluster.meshctl(&["cancel", &id]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("FailedPrecondition"));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Every worker has been told the session ended; whatever it still sends is refused.
+    for worker in cluster.workers.values() {
+        worker.wait_for_log("session ended", Duration::from_secs(10));
+    }
     assert_eq!(
         cluster.transcript(&id).entries.len(),
         entries,

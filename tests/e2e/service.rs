@@ -76,7 +76,9 @@ fn sigterm_stops_the_coordinator_and_idle_workers_gracefully() {
     let id = cluster
         .create("Design a payments ledger", &["backend"], 0)
         .id;
-    std::thread::sleep(Duration::from_millis(200));
+    cluster.wait_session(&id, Duration::from_secs(10), "holding its workers", |s| {
+        s.assignments.len() == 2
+    });
 
     // Workers first: idle or not, each leaves cleanly.
     for worker in cluster.workers.values() {

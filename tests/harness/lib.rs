@@ -8,9 +8,15 @@
 //! - [`Proc`]: a child process we started; killed (by its pid) and reaped on drop. Its
 //!   stderr goes to a log file that failing tests print.
 //! - [`Cluster`]: one coordinator plus workers, with gRPC clients and wait helpers.
+//! - [`docker`]: the compose cluster of the container images, and the faults injected
+//!   into it (container kill, network cut, etcd members stopped, rolling restart).
 //!
 //! Every wait is bounded in time; nothing here touches an address other than 127.0.0.1.
 
+pub mod chart;
+pub mod docker;
+pub mod prometheus;
+pub mod proxy;
 pub mod webdriver;
 
 use agentmesh_proto::v1::session_service_client::SessionServiceClient;
@@ -102,6 +108,20 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the process's log holds `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "{} never logged {needle:?} within {timeout:?}:\n{}",
+                self.name,
+                tail(&self.log_text(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

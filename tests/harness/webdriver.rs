@@ -399,7 +399,7 @@ fn element(value: &Value) -> Option<Element> {
 /// brain's `rustls-no-provider` feature, so a crypto provider must be installed before
 /// any client is built, even one that only speaks plain HTTP: the brain's own
 /// [`agentmesh_brain::http::client`] installs its `ring` provider once.
-fn client_builder() -> reqwest::ClientBuilder {
+pub fn client_builder() -> reqwest::ClientBuilder {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         let _ = agentmesh_brain::http::client();

@@ -400,11 +400,17 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// `value # comment` -> `value`, unless the `#` sits inside quotes.
+/// `value # comment` -> `value`, unless the `#` sits inside quotes. Inside double quotes
+/// a backslash escapes the next character (`\"` does not end the value).
 fn strip_comment(text: &str) -> &str {
     let mut quote = None;
+    let mut escaped = false;
     for (i, c) in text.char_indices() {
+        if std::mem::take(&mut escaped) {
+            continue;
+        }
         match (quote, c) {
+            (Some('"'), '\\') => escaped = true,
             (None, '"' | '\'') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, '#') if i == 0 || text[..i].ends_with(' ') => return text[..i].trim_end(),
@@ -414,13 +420,19 @@ fn strip_comment(text: &str) -> &str {
     text
 }
 
-/// `a, "b, c", d` -> [`a`, `"b, c"`, `d`]: commas inside quotes do not split.
+/// `a, "b, c", d` -> [`a`, `"b, c"`, `d`]: commas inside quotes do not split (and, as in
+/// [`strip_comment`], `\"` does not end a double-quoted item).
 fn split_flow_list(inner: &str) -> Vec<&str> {
     let mut items = Vec::new();
     let mut quote = None;
+    let mut escaped = false;
     let mut start = 0;
     for (i, c) in inner.char_indices() {
+        if std::mem::take(&mut escaped) {
+            continue;
+        }
         match (quote, c) {
+            (Some('"'), '\\') => escaped = true,
             (None, '"' | '\'') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, ',') => {
@@ -548,6 +560,24 @@ mod tests {
         assert_eq!(err.line, 3);
         let err = parse("---\n- item\ndescription: d\n---\nbody").unwrap_err();
         assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn an_escaped_quote_does_not_end_a_value_before_a_comment_or_a_comma() {
+        // Found by the persona fuzz target: the comment scan and the flow-list split took
+        // `\"` for the closing quote, so a ` #` after it cut the value (an error, or a
+        // silently shorter value), and a `,` after it split a list item in two.
+        let p = parse("---\ndescription: \"a 5\\\" screen # not a comment\"  # one\n---\nbody")
+            .unwrap();
+        assert_eq!(p.description, "a 5\" screen # not a comment");
+        let p = parse("---\ndescription: d\nnotes: \"a\\\" #b\\\"\"\n---\nbody").unwrap();
+        assert_eq!(p.extra["notes"], "a\" #b\"");
+        // A backslash escapes nothing in single quotes.
+        let p = parse("---\ndescription: 'a\\' # c\n---\nbody").unwrap();
+        assert_eq!(p.description, "a\\");
+        // And a comma after an escaped quote does not split a flow-list item.
+        let p = parse("---\ndescription: d\ntools: [\"say \\\"x, y\", b]\n---\nbody").unwrap();
+        assert_eq!(p.allowed_tools, ["say \"x, y", "b"]);
     }
 
     #[test]

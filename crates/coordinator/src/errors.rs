@@ -1,11 +1,14 @@
-//! The one table that maps every way a request can fail to its gRPC status.
+//! Every way a call to the coordinator can fail, as data.
 //!
-//! Handlers never build a `tonic::Status` by hand for a domain failure: they return a
-//! [`MeshError`], and this module decides the code. A reviewer can check every mapping
-//! here, in one place.
+//! The inner layers (service, session actors, registry) return a [`MeshError`] and never
+//! build a protocol status. Each failure has one [`ErrorKind`], decided here, in one
+//! table ([`MeshError::kind`]); each edge translates a kind to its protocol once — gRPC
+//! codes in `edge::grpc::code_of`, HTTP statuses in `edge::http::status_of` — so a
+//! reviewer checks every mapping in three small places, and the two edges cannot
+//! disagree about what a failure means.
 
 use agentmesh_core::{RejectKind, Rejection};
-use tonic::Code;
+use agentmesh_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -21,79 +24,105 @@ pub enum MeshError {
     FromTheFuture { from_seq: u64, last: u64 },
     #[error("worker {0} is already connected")]
     WorkerAlreadyConnected(String),
+    /// This coordinator does not lead (a standby, or a leader that just stepped down).
+    #[error("{}", match leader {
+        Some(leader) => format!("this coordinator is a standby; the leader is {leader}"),
+        None => "this coordinator is a standby and no leader is elected yet".to_string(),
+    })]
+    NotLeader { leader: Option<String> },
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    /// The store did not answer (etcd unreachable, no quorum): worth retrying.
+    #[error("the store is unavailable ({0}); retry shortly")]
+    StoreUnavailable(String),
+    /// The store failed in a way retrying will not mend.
     #[error("store failure: {0}")]
     Store(String),
+    #[error(
+        "{live} sessions are live, the most this coordinator admits (--max-sessions {limit}); retry when some have ended"
+    )]
+    TooManySessions { live: usize, limit: usize },
+    #[error(
+        "the task is {bytes} bytes; this coordinator admits at most {limit} (--max-task-bytes)"
+    )]
+    TaskTooLarge { bytes: usize, limit: usize },
+    /// Too much of one kind of work is in flight; the caller should retry later.
+    #[error("{0}; retry shortly")]
+    Busy(String),
 }
 
-/// The gRPC code of a core rejection.
-pub fn reject_code(kind: RejectKind) -> Code {
-    match kind {
-        // Malformed input: the client must change the request.
-        RejectKind::Invalid => Code::InvalidArgument,
-        // Well-formed but about a turn, phase or session state that is not current.
-        RejectKind::Stale => Code::FailedPrecondition,
-        // The sender has no right to this turn.
-        RejectKind::NotAssigned => Code::PermissionDenied,
-        // Larger than the session accepts.
-        RejectKind::TooLarge => Code::ResourceExhausted,
-    }
+/// What a failure means to the caller, whatever the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No such thing.
+    NotFound,
+    /// Malformed: the caller must change the request.
+    Invalid,
+    /// Well-formed but about a state that is not current (stale turn, ended session).
+    Stale,
+    /// The caller has no right to do this.
+    NotPermitted,
+    /// Bigger than allowed, or more than admitted: retrying the same thing will not help
+    /// until something changes.
+    Exhausted,
+    /// Asks for what does not exist yet (a watch from the future).
+    OutOfRange,
+    /// Conflicts with something that exists.
+    AlreadyExists,
+    /// Temporary: retry, possibly elsewhere (not the leader, store down, shutting down).
+    Unavailable,
+    /// A fault of the coordinator or its store.
+    Internal,
 }
 
 impl MeshError {
-    pub fn code(&self) -> Code {
+    /// The one table from failures to their meaning.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            MeshError::SessionNotFound(_) => Code::NotFound,
-            MeshError::SessionEnded { .. } => Code::FailedPrecondition,
-            MeshError::Rejected(r) => reject_code(r.kind),
-            MeshError::InvalidArgument(_) => Code::InvalidArgument,
-            MeshError::FromTheFuture { .. } => Code::OutOfRange,
-            MeshError::WorkerAlreadyConnected(_) => Code::AlreadyExists,
-            MeshError::ShuttingDown => Code::Unavailable,
-            MeshError::Store(_) => Code::Internal,
+            MeshError::SessionNotFound(_) => ErrorKind::NotFound,
+            MeshError::SessionEnded { .. } => ErrorKind::Stale,
+            MeshError::Rejected(r) => reject_kind(r.kind),
+            MeshError::InvalidArgument(_) => ErrorKind::Invalid,
+            MeshError::FromTheFuture { .. } => ErrorKind::OutOfRange,
+            MeshError::WorkerAlreadyConnected(_) => ErrorKind::AlreadyExists,
+            MeshError::NotLeader { .. }
+            | MeshError::ShuttingDown
+            | MeshError::StoreUnavailable(_)
+            | MeshError::Busy(_) => ErrorKind::Unavailable,
+            MeshError::Store(_) => ErrorKind::Internal,
+            MeshError::TooManySessions { .. } | MeshError::TaskTooLarge { .. } => {
+                ErrorKind::Exhausted
+            }
+        }
+    }
+
+    /// The leader's gRPC address, when this failure names it (workers go there).
+    pub fn leader(&self) -> Option<&str> {
+        match self {
+            MeshError::NotLeader { leader } => leader.as_deref(),
+            _ => None,
         }
     }
 }
 
-impl From<MeshError> for tonic::Status {
-    fn from(e: MeshError) -> Self {
-        tonic::Status::new(e.code(), e.to_string())
+/// The kind of a core rejection.
+pub fn reject_kind(kind: RejectKind) -> ErrorKind {
+    match kind {
+        RejectKind::Invalid => ErrorKind::Invalid,
+        RejectKind::Stale => ErrorKind::Stale,
+        RejectKind::NotAssigned => ErrorKind::NotPermitted,
+        RejectKind::TooLarge => ErrorKind::Exhausted,
     }
 }
 
-/// tonic's decoder reports an inbound message over the size limit as OUT_OF_RANGE with
-/// this text; gRPC (and our contract) name that RESOURCE_EXHAUSTED.
-const OVERSIZE_TEXT: &str = "message length too large";
-
-/// A status from decoding a worker's stream, with an oversized message reported as
-/// RESOURCE_EXHAUSTED.
-pub fn normalize_decode_status(status: tonic::Status) -> tonic::Status {
-    if status.code() == Code::OutOfRange && status.message().contains(OVERSIZE_TEXT) {
-        return tonic::Status::resource_exhausted(status.message().to_string());
-    }
-    status
-}
-
-/// True when gRPC status headers (or trailers) carry tonic's oversize OUT_OF_RANGE.
-fn is_oversize_status(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            // On the wire grpc-message is percent-encoded (spaces become %20).
-            .is_some_and(|m| m.replace("%20", " ").contains(OVERSIZE_TEXT))
-}
-
-/// Rewrites tonic's oversize OUT_OF_RANGE to RESOURCE_EXHAUSTED in place.
-pub fn fix_oversize_status(headers: &mut http::HeaderMap) {
-    if is_oversize_status(headers) {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
+impl From<StoreError> for MeshError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => MeshError::SessionNotFound(id),
+            StoreError::Unavailable(why) => MeshError::StoreUnavailable(why),
+            StoreError::Fenced(_) => MeshError::NotLeader { leader: None },
+            other => MeshError::Store(other.to_string()),
+        }
     }
 }
 
@@ -102,45 +131,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_oversize_out_of_range_is_rewritten() {
-        let status = |code: &str, message: &str| {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("grpc-status", code.parse().unwrap());
-            headers.insert("grpc-message", message.parse().unwrap());
-            fix_oversize_status(&mut headers);
-            headers["grpc-status"].to_str().unwrap().to_string()
-        };
-        let oversize =
-            "Error,%20decoded%20message%20length%20too%20large:%20found%202097157%20bytes";
-        assert_eq!(status("11", oversize), "8");
-        assert_eq!(
-            status("11", "event%20seq%2099%20is%20in%20the%20future"),
-            "11"
-        );
-        assert_eq!(status("5", oversize), "5");
-        assert_eq!(
-            normalize_decode_status(tonic::Status::out_of_range(
-                "Error, decoded message length too large: found 3 bytes"
-            ))
-            .code(),
-            Code::ResourceExhausted
-        );
-    }
-
-    #[test]
-    fn every_reject_kind_has_a_distinct_code() {
+    fn every_reject_kind_has_a_distinct_meaning() {
         let kinds = [
             RejectKind::Invalid,
             RejectKind::Stale,
             RejectKind::NotAssigned,
             RejectKind::TooLarge,
         ];
-        let codes: std::collections::HashSet<_> =
-            kinds.iter().map(|k| reject_code(*k) as i32).collect();
-        assert_eq!(codes.len(), kinds.len());
+        let meanings: std::collections::HashSet<_> =
+            kinds.iter().map(|k| reject_kind(*k)).collect();
+        assert_eq!(meanings.len(), kinds.len());
+    }
+
+    #[test]
+    fn a_store_outage_is_temporary_and_a_missing_session_is_not() {
+        let outage = MeshError::from(StoreError::Unavailable("etcd timed out".into()));
+        assert_eq!(outage.kind(), ErrorKind::Unavailable);
+        let missing = MeshError::from(StoreError::NotFound("s1".into()));
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        let corrupt = MeshError::from(StoreError::Backend("corrupt header".into()));
+        assert_eq!(corrupt.kind(), ErrorKind::Internal);
         assert_eq!(
-            tonic::Status::from(MeshError::SessionNotFound("x".into())).code(),
-            Code::NotFound
+            MeshError::from(StoreError::Fenced("lost".into())).kind(),
+            ErrorKind::Unavailable
         );
     }
 }

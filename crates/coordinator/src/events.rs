@@ -19,7 +19,16 @@
 //! on the wire, made once when the event is logged. Fifty gRPC watchers of a session
 //! then share those bytes instead of making fifty copies and fifty encodings, and the log
 //! holds each event in its compact wire form (the few SSE watchers decode it).
+//!
+//! # The one exception to "wire types stay at the edge"
+//!
+//! Everywhere else, wire types are made and read only by the edges (`edge::grpc`,
+//! `edge::http`). The event logs hold wire bytes on purpose (above), so this module is
+//! where session and mesh events become wire messages: its callers hand it domain values
+//! (entries, statuses, summaries, workers) and never build a wire type themselves.
 
+use crate::registry::WorkerInfo;
+use agentmesh_core::{Effect, Entry, SessionSummary, Status};
 use agentmesh_proto::v1::{self, MeshEvent, SessionEvent};
 use bytes::Bytes;
 use prost::Message;
@@ -29,7 +38,7 @@ use tokio::sync::{broadcast, watch};
 
 /// A session event as every watcher receives it. Cloning shares the bytes.
 #[derive(Debug, Clone)]
-pub struct SharedEvent {
+pub(crate) struct SharedEvent {
     pub seq: u64,
     /// The `SessionEvent` as one gRPC message on the wire: the 5-byte length prefix
     /// (uncompressed), then the protobuf. A gRPC watcher is sent these bytes as they are.
@@ -37,7 +46,7 @@ pub struct SharedEvent {
 }
 
 /// The gRPC length prefix: a compression flag byte and a big-endian u32 length.
-pub const GRPC_PREFIX_LEN: usize = 5;
+pub(crate) const GRPC_PREFIX_LEN: usize = 5;
 
 impl SharedEvent {
     pub fn new(event: SessionEvent) -> SharedEvent {
@@ -61,7 +70,7 @@ impl SharedEvent {
     }
 }
 
-pub struct EventLog {
+pub(crate) struct EventLog {
     events: Mutex<Vec<SharedEvent>>,
     /// (number of events, closed) — watchers wait on changes of this.
     len: watch::Sender<(u64, bool)>,
@@ -132,6 +141,54 @@ impl EventLog {
         }
     }
 
+    /// Appends transcript entries, as one batch.
+    pub fn push_entries<'a>(
+        &self,
+        session_id: &str,
+        timestamp_ms: i64,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) {
+        self.push_all(
+            session_id,
+            timestamp_ms,
+            entries
+                .into_iter()
+                .map(|entry| v1::session_event::Event::Entry(v1::Entry::from(entry))),
+        );
+    }
+
+    /// Appends a status change, with the session as it is now.
+    pub fn push_status(&self, summary: &SessionSummary, timestamp_ms: i64, awaiting: Vec<String>) {
+        self.push(
+            &summary.id,
+            timestamp_ms,
+            status_event(summary.status, summary.round, &summary.reason, awaiting),
+            Some(v1::Session::from(summary)),
+        );
+    }
+
+    /// Publishes a progress hint: who has answered so far in the current phase.
+    pub fn hint_progress(
+        &self,
+        session_id: &str,
+        timestamp_ms: i64,
+        status: Status,
+        round: u32,
+        answered: Vec<String>,
+        awaiting: Vec<String>,
+    ) {
+        self.hint(
+            session_id,
+            timestamp_ms,
+            v1::Progress {
+                status: v1::SessionStatus::from(status) as i32,
+                round,
+                answered,
+                awaiting,
+            },
+        );
+    }
+
     /// Publishes a progress hint to whoever is watching now.
     pub fn hint(&self, session_id: &str, timestamp_ms: i64, progress: v1::Progress) {
         let _ = self.progress.send(SharedEvent::new(SessionEvent {
@@ -176,12 +233,75 @@ impl EventLog {
     }
 }
 
+fn status_event(
+    status: Status,
+    round: u32,
+    reason: &str,
+    awaiting: Vec<String>,
+) -> v1::session_event::Event {
+    v1::session_event::Event::Status(v1::StatusChange {
+        status: v1::SessionStatus::from(status) as i32,
+        round,
+        reason: if status.is_terminal() {
+            reason.to_string()
+        } else {
+            String::new()
+        },
+        awaiting,
+    })
+}
+
+/// A session event log holding `history` (entries and status changes, in order): what a
+/// new leader, or a watcher of a session no longer held in memory, rebuilds from the
+/// transcript. When the stored `header` says more than the transcript does (a cancelled
+/// or failed session), the log ends with that status.
+pub(crate) fn event_log_of(
+    replayed: &SessionSummary,
+    history: &[Effect],
+    header: &SessionSummary,
+) -> EventLog {
+    let log = EventLog::default();
+    for effect in history {
+        match effect {
+            Effect::Appended(entry) => log.push_entries(&replayed.id, entry.timestamp_ms, [entry]),
+            Effect::StatusChanged { status, round } => log.push(
+                &replayed.id,
+                replayed.updated_ms,
+                status_event(*status, *round, &replayed.reason, Vec::new()),
+                None,
+            ),
+            _ => {}
+        }
+    }
+    if replayed.status != header.status {
+        log.push_status(header, header.updated_ms, Vec::new());
+    }
+    log
+}
+
+/// A worker as the wire shows it (mesh events, resync snapshots, the gRPC edge).
+pub(crate) fn wire_worker(w: &WorkerInfo) -> v1::WorkerInfo {
+    v1::WorkerInfo {
+        worker_id: w.worker_id.clone(),
+        role: w.role.clone(),
+        capacity: w.capacity,
+        load: w.load,
+        version: w.version.clone(),
+        connected_ms: w.connected_ms,
+        draining: w.draining,
+        turns_completed: w.turns_completed,
+        connected: w.connected,
+        leased: w.leased,
+        address: w.address.clone(),
+    }
+}
+
 /// The session event logs a coordinator holds in memory: every running session's, and
 /// the most recently ended ones'. An older ended session's log is dropped; a watcher that
 /// asks for it gets one rebuilt from the store (`Mesh::session_log`), with the same seqs,
 /// because a session's durable events are a function of its transcript. So memory stays
 /// bounded however long the coordinator runs, and nothing is lost.
-pub struct SessionLogs {
+pub(crate) struct SessionLogs {
     by_id: HashMap<String, Arc<EventLog>>,
     /// Ended sessions whose logs are kept, oldest first.
     ended: VecDeque<String>,
@@ -233,10 +353,12 @@ impl SessionLogs {
         self.by_id.drain().map(|(_, log)| log)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -246,7 +368,7 @@ impl SessionLogs {
 const MESH_LOG_CAPACITY: usize = 4096;
 
 /// The mesh-wide event log of one leadership term.
-pub struct MeshLog {
+pub(crate) struct MeshLog {
     inner: Mutex<MeshInner>,
     last: watch::Sender<u64>,
 }
@@ -267,6 +389,44 @@ impl MeshLog {
             }),
             last: watch::channel(first_seq - 1).0,
         }
+    }
+
+    /// A session was created.
+    pub fn session_created(&self, timestamp_ms: i64, summary: &SessionSummary) {
+        self.push(
+            timestamp_ms,
+            v1::mesh_event::Event::SessionCreated(v1::Session::from(summary)),
+        );
+    }
+
+    /// A session moved to another phase, or ended.
+    pub fn session_changed(&self, timestamp_ms: i64, summary: &SessionSummary) {
+        let snapshot = v1::Session::from(summary);
+        self.push(
+            timestamp_ms,
+            if summary.status.is_terminal() {
+                v1::mesh_event::Event::SessionEnded(snapshot)
+            } else {
+                v1::mesh_event::Event::PhaseChanged(snapshot)
+            },
+        );
+    }
+
+    pub fn worker_joined(&self, timestamp_ms: i64, worker: &WorkerInfo) {
+        self.push(
+            timestamp_ms,
+            v1::mesh_event::Event::WorkerJoined(wire_worker(worker)),
+        );
+    }
+
+    pub fn worker_left(&self, timestamp_ms: i64, worker_id: &str, role: &str) {
+        self.push(
+            timestamp_ms,
+            v1::mesh_event::Event::WorkerLeft(v1::WorkerLeft {
+                worker_id: worker_id.to_string(),
+                role: role.to_string(),
+            }),
+        );
     }
 
     pub fn push(&self, timestamp_ms: i64, event: v1::mesh_event::Event) {

@@ -5,83 +5,124 @@
 //! a new [`Term`] begins: the term carries the write fence (so a deposed leader's writes
 //! are refused by the store) and a cancellation token that ends every session actor of
 //! that term. The leader loads every unfinished session from the store and continues it.
-//! When leadership is lost it steps down — stops its actors without writing, drops its
+//! When leadership is lost it steps down — stops its actors without writing, cuts its
 //! worker streams so workers find the new leader — and campaigns again.
 //!
-//! While standing by, every gRPC call is answered UNAVAILABLE with the leader's address in
-//! the `x-agentmesh-leader` metadata, and `/readyz` says 503, so a Kubernetes Service
-//! routes to the leader only.
+//! While standing by it serves clients by forwarding to the leader and tells workers
+//! where the leader is (`edge::gate`).
 
-use crate::Mesh;
+use crate::events::MeshLog;
+use crate::registry::Cut;
+use crate::state::{Mesh, Term};
+use agentmesh_proto::Backoff;
 use agentmesh_store::{Election, Fence};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use agentmesh_proto::LEADER_METADATA;
-
-/// One leadership term (or the absence of one).
-#[derive(Clone, Debug)]
-pub struct Term {
-    pub leading: bool,
-    pub fence: Fence,
-    /// Cancelled when the term ends; session actors of the term stop at once.
-    pub token: CancellationToken,
-}
-
-impl Term {
-    pub fn standby() -> Term {
-        let token = CancellationToken::new();
-        token.cancel();
-        Term {
-            leading: false,
-            fence: Fence::Unfenced,
-            token,
-        }
-    }
-}
-
-/// Campaigns, leads, steps down, campaigns again — until `shutdown` fires.
-pub async fn lead(mesh: Arc<Mesh>, election: Arc<dyn Election>, advertise: String) {
-    let mut backoff = Duration::from_millis(200);
+/// Campaigns, leads, steps down, campaigns again — until `shutdown` fires. `value` is
+/// what the election publishes: this coordinator's [`agentmesh_proto::LeaderAddress`].
+pub(crate) async fn lead(mesh: Arc<Mesh>, election: Arc<dyn Election>, value: String) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let leadership = tokio::select! {
-            won = election.campaign(&advertise) => won,
+            won = election.campaign(&value) => won,
             () = mesh.shutdown.cancelled() => return,
         };
         let leadership = match leadership {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, ?backoff, "campaign failed; retrying");
+                let delay = backoff.next_delay();
+                tracing::error!(error = %e, ?delay, "campaign failed; retrying");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(delay) => {}
                     () = mesh.shutdown.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         let since = std::time::Instant::now();
-        tracing::info!(%advertise, fence = ?leadership.fence, "elected leader");
+        tracing::info!(%value, fence = ?leadership.fence, "elected leader");
         let term = mesh.begin_term(leadership.fence.clone());
         mesh.resume_unfinished(&term).await;
         let lost = leadership.lost();
         tokio::select! {
             () = lost => {
                 tracing::warn!(led_for = ?since.elapsed(), "leadership lost; stepping down");
-                mesh.end_term().await;
+                mesh.end_term();
             }
-            () = mesh.doubted() => {
+            () = mesh.doubt.notified() => {
                 tracing::warn!(led_for = ?since.elapsed(), "the store refused a write; stepping down");
-                mesh.end_term().await;
+                mesh.end_term();
                 leadership.resign().await;
             }
             () = mesh.shutdown.cancelled() => {
                 // Shutdown drains the sessions first (see `run`), then hands over.
-                mesh.end_term().await;
+                mesh.end_term();
                 leadership.resign().await;
                 return;
+            }
+        }
+    }
+}
+
+impl Mesh {
+    /// Starts a leadership term with `fence` guarding every write.
+    pub(crate) fn begin_term(&self, fence: Fence) -> Term {
+        *self.mesh_log.lock().expect("mesh log lock") =
+            Arc::new(MeshLog::new(self.now_ms().max(1) as u64 * 1000));
+        let term = Term {
+            leading: true,
+            fence,
+            token: CancellationToken::new(),
+        };
+        self.term.send_replace(term.clone());
+        term
+    }
+
+    /// Ends the term: session actors stop without writing, workers are cut off so they
+    /// look for the new leader, and in-memory session state is dropped. Waits for no one.
+    pub(crate) fn end_term(&self) {
+        let old = self.term.send_replace(Term::standby());
+        old.token.cancel();
+        self.forget_all_sessions();
+        self.registry.cut_all(Cut::SteppedDown);
+    }
+
+    /// Loads every unfinished session from the store and continues it (new leader, or a
+    /// restart on durable data). Retries while the store is unreachable.
+    pub(crate) async fn resume_unfinished(self: &Arc<Self>, term: &Term) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let unfinished = loop {
+            match self.store.unfinished().await {
+                Ok(list) => break list,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(error = %e, ?delay, "cannot list unfinished sessions; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = term.token.cancelled() => return,
+                    }
+                }
+            }
+        };
+        for header in unfinished {
+            let entries = match self.store.entries(&header.id, 1).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "cannot load transcript; skipping");
+                    continue;
+                }
+            };
+            match self.replay(&header, &entries) {
+                Ok((session, effects, history)) => {
+                    tracing::info!(session = %header.id, entries = entries.len(), status = %session.status(), round = session.round(), "resumed");
+                    self.spawn_session(session, effects, term.clone(), &history);
+                }
+                Err(e) => {
+                    tracing::error!(session = %header.id, error = %e, "cannot resume session")
+                }
             }
         }
     }

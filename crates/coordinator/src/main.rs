@@ -1,6 +1,8 @@
 //! `mesh-coordinator`: serves the worker stream and the session API on one gRPC port.
 
-use agentmesh_coordinator::{Backends, CoordinatorConfig, Listeners};
+use agentmesh_coordinator::{
+    Backends, CoordinatorConfig, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_TASK_BYTES, Listeners,
+};
 use agentmesh_proto::parse_duration;
 use agentmesh_store::{
     EtcdElection, EtcdRegistry, EtcdStore, MemoryStore, RedbStore, SoleLeader,
@@ -31,8 +33,15 @@ struct Args {
     #[arg(long, default_value_t = 1024 * 1024)]
     max_message_bytes: usize,
     /// The largest entry content a worker may submit; larger ones get RESOURCE_EXHAUSTED.
+    /// (Every field of an entry, as stored, must also fit the store's limit of 1 MiB.)
     #[arg(long, default_value_t = 512 * 1024)]
     max_entry_bytes: usize,
+    /// Live sessions (pending and running) admitted at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, env = "MESH_MAX_SESSIONS")]
+    max_sessions: usize,
+    /// The largest task a client may submit; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASK_BYTES, env = "MESH_MAX_TASK_BYTES")]
+    max_task_bytes: usize,
     /// Rounds a session gets when the client does not say.
     #[arg(long, default_value_t = 4)]
     default_max_rounds: u32,
@@ -57,6 +66,10 @@ struct Args {
     /// http://<listen address>).
     #[arg(long, env = "MESH_ADVERTISE")]
     advertise: Option<String>,
+    /// The HTTP URL standbys forward dashboard and API calls to when this coordinator
+    /// leads (default: http://<--http address>).
+    #[arg(long, env = "MESH_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
     /// The leader's lease TTL in seconds: a dead leader is replaced within about this long.
     #[arg(long, default_value_t = 2)]
     election_ttl: u64,
@@ -103,6 +116,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         pending_timeout: args.pending_timeout,
         max_message_bytes: args.max_message_bytes,
         max_entry_bytes: args.max_entry_bytes,
+        max_sessions: args.max_sessions,
+        max_task_bytes: args.max_task_bytes,
         default_max_rounds: args.default_max_rounds,
         heartbeat_interval: args.heartbeat_interval,
         watch_batch_window: args.watch_batch,
@@ -120,6 +135,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(http)
     };
     let advertise = args.advertise.unwrap_or_else(|| format!("http://{local}"));
+    let advertise_http = match (&http, args.advertise_http) {
+        (None, _) => None,
+        (Some(_), Some(url)) => Some(url),
+        (Some(listener), None) => Some(format!("http://{}", listener.local_addr()?)),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -136,42 +156,43 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             tracing::info!("stopped before etcd was reachable");
             return Ok(());
         };
-        Backends {
-            store: Arc::new(EtcdStore::new(
+        Backends::new(
+            Arc::new(EtcdStore::new(
                 client.clone(),
                 agentmesh_store::DEFAULT_PREFIX,
             )),
-            election: Arc::new(EtcdElection::new(
+            Arc::new(EtcdElection::new(
                 client.clone(),
                 agentmesh_store::DEFAULT_ELECTION,
                 Duration::from_secs(args.election_ttl.max(1)),
             )),
-            workers: Some(Arc::new(EtcdRegistry::new(
+            Some(Arc::new(EtcdRegistry::new(
                 client,
                 agentmesh_store::DEFAULT_PREFIX,
             ))),
-            durable: true,
-        }
+            true,
+        )
     } else if let Some(dir) = &args.data_dir {
         std::fs::create_dir_all(dir)?;
-        Backends {
-            store: Arc::new(RedbStore::open(dir)?),
-            election: Arc::new(SoleLeader::new()),
-            workers: None,
-            durable: true,
-        }
+        Backends::new(
+            Arc::new(RedbStore::open(dir)?),
+            Arc::new(SoleLeader::new()),
+            None,
+            true,
+        )
     } else {
-        Backends {
-            store: Arc::new(MemoryStore::new()),
-            election: Arc::new(SoleLeader::new()),
-            workers: None,
-            durable: false,
-        }
+        Backends::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(SoleLeader::new()),
+            None,
+            false,
+        )
     };
     let listeners = Listeners {
         grpc: listener,
         http,
         advertise,
+        advertise_http,
     };
     agentmesh_coordinator::run(listeners, config, backends, stopped(stop_rx)).await
 }

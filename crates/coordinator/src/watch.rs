@@ -13,22 +13,22 @@
 //! 1,600-rounds/s session spent 39 % of the coordinator's CPU in `writev`), not in the
 //! events, and those writes compete with the sessions for the same cores.
 
-use crate::Mesh;
 use crate::errors::MeshError;
-use crate::events::{EventLog, SharedEvent};
+use crate::events::{EventLog, SharedEvent, wire_worker};
+use crate::state::Mesh;
 use agentmesh_proto::v1::{self, MeshEvent, mesh_event};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Events a watcher may have in flight before its task waits for the client.
-pub const WATCH_BUFFER: usize = 64;
+pub(crate) const WATCH_BUFFER: usize = 64;
 
 /// Follows one session from `from_seq` (1 = from the start): history, then live, until
 /// the session ends. Progress hints are interleaved while the watcher is caught up.
 ///
 /// `batch_window`: how long to hold events back after a send (zero: never).
-pub async fn session_events(
+pub(crate) async fn session_events(
     mesh: &Arc<Mesh>,
     session_id: &str,
     from_seq: u64,
@@ -116,7 +116,7 @@ async fn follow_session(
 }
 
 /// Follows the mesh from `from_seq` (0 = now, starting with a resync snapshot).
-pub async fn mesh_events(
+pub(crate) async fn mesh_events(
     mesh: &Arc<Mesh>,
     from_seq: u64,
 ) -> Result<mpsc::Receiver<MeshEvent>, MeshError> {
@@ -171,17 +171,13 @@ pub async fn mesh_events(
 
 /// A snapshot event standing for everything up to `seq`.
 async fn resync(mesh: &Mesh, seq: u64) -> Result<MeshEvent, MeshError> {
-    let sessions = mesh
-        .store
-        .list()
-        .await
-        .map_err(|e| MeshError::Store(e.to_string()))?;
+    let sessions = mesh.list_sessions().await?;
     Ok(MeshEvent {
         seq,
-        timestamp_ms: crate::now_ms(),
+        timestamp_ms: mesh.now_ms(),
         event: Some(mesh_event::Event::Resync(v1::MeshResync {
             sessions: sessions.iter().map(v1::Session::from).collect(),
-            workers: mesh.registry.list(),
+            workers: mesh.workers().iter().map(wire_worker).collect(),
         })),
     })
 }

@@ -155,6 +155,49 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether this entry, as the stores keep it (its JSON, every field counted), is
+    /// longer than `limit` bytes. Cheap either way: JSON at most sextuples a string
+    /// (`\u00XX`), so an entry whose bound fits is not serialized at all, and counting
+    /// stops once past the limit.
+    pub fn stored_len_exceeds(&self, limit: usize) -> bool {
+        if self.stored_len_bound() <= limit {
+            return false;
+        }
+        /// Counts bytes, and fails the write once past the limit.
+        struct Counter {
+            len: usize,
+            limit: usize,
+        }
+        impl std::io::Write for Counter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.len += buf.len();
+                if self.len > self.limit {
+                    return Err(std::io::Error::other("past the limit"));
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter { len: 0, limit };
+        let _ = serde_json::to_writer(&mut counter, self);
+        counter.len > limit
+    }
+
+    /// An upper bound of the length of this entry as JSON.
+    fn stored_len_bound(&self) -> usize {
+        let text = |s: &str| 6 * s.len() + 3;
+        // Field names, punctuation, numbers and enum names take well under 1 KiB.
+        1024 + text(&self.role)
+            + text(&self.worker_id)
+            + text(&self.content)
+            + text(&self.proposal_hash)
+            + self.concerns.iter().map(|c| text(c)).sum::<usize>()
+            // A byte array: at most "255," per byte.
+            + 4 * self.signature.len()
+    }
+
     /// True for the supervisor's synthesis entries, which define proposal versions.
     pub fn is_proposal_version(&self) -> bool {
         self.phase == Phase::Synthesize && self.entry_type == EntryType::Proposal

@@ -47,6 +47,10 @@ pub struct SessionConfig {
     pub max_turn_attempts: u32,
     /// The largest content a reply may carry.
     pub max_content_bytes: usize,
+    /// The largest entry the store takes, every field counted as stored (its JSON): a
+    /// reply whose entry would not fit is refused before it is accepted, so the phase's
+    /// write can never be refused for its size.
+    pub max_stored_entry_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -56,6 +60,7 @@ impl Default for SessionConfig {
             pending_timeout_ms: 60_000,
             max_turn_attempts: 3,
             max_content_bytes: 512 * 1024,
+            max_stored_entry_bytes: 1024 * 1024,
         }
     }
 }
@@ -304,6 +309,9 @@ pub enum Input {
     Tick,
     /// A client cancelled the session.
     Cancel { reason: String },
+    /// The driver cannot go on with the session (its store refused the session's data
+    /// for good): it ends FAILED with `reason`.
+    Abort { reason: String },
 }
 
 /// What the driver must do after a transition. Effects are ordered.
@@ -612,8 +620,13 @@ impl Session {
         for entry in transcript {
             let at = entry.timestamp_ms;
             if session.assignments.get(&entry.role) != Some(&entry.worker_id) {
-                if let Some(holder) = session.assignments.get(&entry.role).cloned() {
-                    let _ = session.apply(at, Input::WorkerLost { worker_id: holder });
+                // The role's holder in the replay gives it up, and so does the entry's
+                // worker if it holds another role here (worker ids are the workers' own:
+                // one may be named like a placeholder, or have held another role before
+                // it left and came back as this one).
+                let holder = session.assignments.get(&entry.role).cloned();
+                for worker_id in holder.into_iter().chain([entry.worker_id.clone()]) {
+                    let _ = session.apply(at, Input::WorkerLost { worker_id });
                 }
                 session
                     .apply(
@@ -662,6 +675,15 @@ impl Session {
                 return Err(corrupt(
                     entry,
                     format!("it replays as seq {:?}", applied.seq),
+                ));
+            }
+            // What the rules derive (timestamp, proposal hash and version, verdict fields
+            // only on reviews) must be what was stored, or the restored transcript would
+            // differ from the durable one.
+            if session.transcript.last() != Some(entry) {
+                return Err(corrupt(
+                    entry,
+                    "the stored entry is not the one the rules make of it".to_string(),
                 ));
             }
         }
@@ -764,6 +786,20 @@ impl Session {
 
     /// The one transition function. On `Err`, nothing changed.
     pub fn apply(&mut self, now_ms: i64, input: Input) -> Result<Applied, Rejection> {
+        // An ended session changes no more: every input is ignored or refused here, before
+        // any handler runs. The one exception is a result, which `on_result` first
+        // matches against the accepted turns, so a worker's resend is still acknowledged
+        // with its seq (idempotent), and only then refuses.
+        if self.status.is_terminal() && !matches!(input, Input::Result { .. }) {
+            return match input {
+                // Nothing to do any more: not an error for the driver.
+                Input::Tick | Input::WorkerLost { .. } => Ok(Applied::default()),
+                _ => Err(Rejection::stale(format!(
+                    "session {} has already ended ({})",
+                    self.spec.id, self.status
+                ))),
+            };
+        }
         let applied = match input {
             Input::Assign { role, worker_id } => self.on_assign(now_ms, role, worker_id)?,
             Input::Result {
@@ -779,26 +815,26 @@ impl Session {
             Input::WorkerLost { worker_id } => self.on_worker_lost(now_ms, &worker_id),
             Input::Tick => self.on_tick(now_ms),
             Input::Cancel { reason } => {
-                if self.status.is_terminal() {
-                    return Err(Rejection::stale(format!(
-                        "session {} has already ended ({})",
-                        self.spec.id, self.status
-                    )));
-                }
-                let mut effects = Vec::new();
                 let reason = if reason.is_empty() {
                     "cancelled by client".to_string()
                 } else {
                     reason
                 };
-                self.finish(now_ms, Status::Cancelled, reason, &mut effects);
-                Applied {
-                    effects,
-                    ..Applied::default()
-                }
+                self.end_with(now_ms, Status::Cancelled, reason)
             }
+            Input::Abort { reason } => self.end_with(now_ms, Status::Failed, reason),
         };
         Ok(applied)
+    }
+
+    /// Ends the session from outside its protocol (a client, the driver).
+    fn end_with(&mut self, now_ms: i64, status: Status, reason: String) -> Applied {
+        let mut effects = Vec::new();
+        self.finish(now_ms, status, reason, &mut effects);
+        Applied {
+            effects,
+            ..Applied::default()
+        }
     }
 
     fn on_assign(
@@ -807,9 +843,6 @@ impl Session {
         role: String,
         worker_id: String,
     ) -> Result<Applied, Rejection> {
-        if self.status.is_terminal() {
-            return Err(Rejection::stale("session has ended; it needs no worker"));
-        }
         if !self.participants.contains(&role) {
             return Err(Rejection::not_assigned(format!(
                 "role {role:?} is not a participant of session {}",
@@ -1029,6 +1062,16 @@ impl Session {
             }
             Phase::Framing | Phase::Contribute => {}
         }
+        let limit = self.config.max_stored_entry_bytes;
+        if entry.stored_len_exceeds(limit) {
+            return Err(Rejection::new(
+                RejectKind::TooLarge,
+                format!(
+                    "the entry would take more than the store's {limit} bytes as stored \
+                     (every field counted, JSON-escaped)"
+                ),
+            ));
+        }
         Ok(entry)
     }
 
@@ -1164,9 +1207,6 @@ impl Session {
         turn: TurnKey,
         reason: String,
     ) -> Result<Applied, Rejection> {
-        if self.status.is_terminal() {
-            return Err(Rejection::stale("session has ended"));
-        }
         if self.assignments.get(&turn.role) != Some(&worker_id) {
             return Err(Rejection::not_assigned(format!(
                 "worker {worker_id} is not assigned role {:?}",
@@ -1206,9 +1246,6 @@ impl Session {
 
     fn on_worker_lost(&mut self, now_ms: i64, worker_id: &str) -> Applied {
         let mut effects = Vec::new();
-        if self.status.is_terminal() {
-            return Applied::default();
-        }
         let lost: Vec<String> = self
             .assignments
             .iter()
@@ -1233,7 +1270,7 @@ impl Session {
 
     fn on_tick(&mut self, now_ms: i64) -> Applied {
         let mut effects = Vec::new();
-        if self.status.is_terminal() || now_ms < self.deadline_ms {
+        if now_ms < self.deadline_ms {
             return Applied::default();
         }
         let secs = match self.status {

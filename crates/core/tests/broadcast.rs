@@ -18,6 +18,7 @@ fn config() -> SessionConfig {
         pending_timeout_ms: 5_000,
         max_turn_attempts: 3,
         max_content_bytes: 256,
+        max_stored_entry_bytes: 1024 * 1024,
     }
 }
 

@@ -25,6 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Small enough that an oversized reply is cheap to build, large enough for every
 /// well-formed reply the driver writes.
 const MAX_CONTENT: usize = 96;
+/// Far above any entry these tests build: the stored-size check has its own worked
+/// examples in `transitions.rs`.
+const MAX_STORED: usize = 1024 * 1024;
 const PHASE_TIMEOUT: i64 = 5_000;
 const PENDING_TIMEOUT: i64 = 4_000;
 const MAX_ATTEMPTS: u32 = 3;
@@ -48,6 +51,7 @@ fn config() -> SessionConfig {
         pending_timeout_ms: PENDING_TIMEOUT,
         max_turn_attempts: MAX_ATTEMPTS,
         max_content_bytes: MAX_CONTENT,
+        max_stored_entry_bytes: MAX_STORED,
     }
 }
 

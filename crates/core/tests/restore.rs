@@ -268,6 +268,133 @@ fn a_transcript_the_rules_could_not_produce_is_refused() {
     assert!(Session::restore(spec(3), SessionConfig::default(), 1_000, &gap, 9).is_err());
 }
 
+/// Found by the `core_session` fuzz target: a transcript the rules produced did not
+/// restore when an entry's worker held another role in the replay, because it is named
+/// like a restore placeholder (`restored:<role>`: worker ids are the workers' own), or
+/// because it held another role before it left and came back as this one.
+#[test]
+fn an_entry_whose_worker_holds_another_role_in_the_replay_restores() {
+    let spec = || SessionSpec {
+        id: "s1".into(),
+        task: "Design a ledger".into(),
+        specialists: vec!["backend".into(), "security".into()],
+        max_rounds: 1,
+    };
+    let assign = |s: &mut Session, role: &str, worker: &str| {
+        s.apply(
+            1_000,
+            Input::Assign {
+                role: role.into(),
+                worker_id: worker.into(),
+            },
+        )
+        .unwrap()
+    };
+    let answer = |s: &mut Session, role: &str, worker: &str, ty: EntryType| {
+        let turn = s.awaited_turn(role).unwrap();
+        s.apply(
+            2_000,
+            Input::Result {
+                worker_id: worker.into(),
+                turn,
+                reply: Reply {
+                    entry_type: Some(ty),
+                    content: format!("{role} by {worker}"),
+                    ..Reply::default()
+                },
+            },
+        )
+        .unwrap()
+    };
+    // The supervisor's worker is named like the backend's placeholder.
+    let (mut s, _) = Session::new(spec(), SessionConfig::default(), 1_000);
+    assign(&mut s, "supervisor", "restored:backend");
+    assign(&mut s, "backend", "b1");
+    assign(&mut s, "security", "s1");
+    answer(
+        &mut s,
+        "supervisor",
+        "restored:backend",
+        EntryType::Framework,
+    );
+    answer(&mut s, "backend", "b1", EntryType::Analysis);
+    // w1 answers as backend, leaves, and comes back as security.
+    let (mut t, _) = Session::new(spec(), SessionConfig::default(), 1_000);
+    assign(&mut t, "supervisor", "sup");
+    assign(&mut t, "backend", "w1");
+    assign(&mut t, "security", "s1");
+    answer(&mut t, "supervisor", "sup", EntryType::Framework);
+    answer(&mut t, "backend", "w1", EntryType::Analysis);
+    t.apply(
+        2_000,
+        Input::WorkerLost {
+            worker_id: "w1".into(),
+        },
+    )
+    .unwrap();
+    t.apply(
+        2_000,
+        Input::WorkerLost {
+            worker_id: "s1".into(),
+        },
+    )
+    .unwrap();
+    assign(&mut t, "security", "w1");
+    answer(&mut t, "security", "w1", EntryType::Analysis);
+    assert_eq!(t.status(), Status::Synthesize);
+    for original in [s, t] {
+        let (restored, _) = Session::restore(
+            spec(),
+            SessionConfig::default(),
+            1_000,
+            original.transcript(),
+            9_000,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.transcript(), original.transcript());
+        assert_eq!(restored.status(), original.status());
+    }
+}
+
+/// Found by the `wire_conversions` fuzz target: a stored entry whose derived fields the
+/// rules would have set otherwise (a proposal hash that is not its content's, a
+/// timestamp before the previous entry's, a verdict on a contribution) replayed without
+/// complaint, and the restored session held the rules' version of it, not the stored one.
+#[test]
+fn a_stored_entry_the_replay_would_rewrite_is_refused() {
+    let (_, transcript) = full_run(3, POLICIES[1].1);
+    assert!(Session::restore(spec(3), SessionConfig::default(), 1_000, &transcript, 9).is_ok());
+    let synthesis = transcript
+        .iter()
+        .position(|e| e.phase == Phase::Synthesize)
+        .unwrap();
+    let contribution = transcript
+        .iter()
+        .position(|e| e.phase == Phase::Contribute)
+        .unwrap();
+    type Forgery = fn(&mut Entry);
+    let forgeries: [(&str, usize, Forgery); 4] = [
+        ("proposal hash", synthesis, |e| {
+            e.proposal_hash.replace_range(0..1, "x")
+        }),
+        ("proposal version", synthesis, |e| e.proposal_version += 1),
+        ("timestamp", 2, |e| e.timestamp_ms = 0),
+        ("verdict on a contribution", contribution, |e| {
+            e.verdict = Some(Verdict::Approve)
+        }),
+    ];
+    for (what, at, forge) in forgeries {
+        let mut stored = transcript.clone();
+        forge(&mut stored[at]);
+        let err =
+            Session::restore(spec(3), SessionConfig::default(), 1_000, &stored, 9).expect_err(what);
+        assert!(
+            err.contains(&format!("entry {}", stored[at].seq)),
+            "{what}: {err}"
+        );
+    }
+}
+
 /// What a watcher saw: entries and status changes, in order.
 fn watched(effects: &[Effect]) -> Vec<String> {
     effects

@@ -14,6 +14,9 @@ const T0: i64 = 1_700_000_000_000;
 const PHASE_TIMEOUT: i64 = 10_000;
 const PENDING_TIMEOUT: i64 = 5_000;
 const MAX_CONTENT: usize = 64;
+/// The store's limit on one entry as stored (JSON): well above an entry of MAX_CONTENT
+/// plain bytes, but below one whose control characters or concerns swell it.
+const MAX_STORED: usize = 600;
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -21,6 +24,7 @@ fn config() -> SessionConfig {
         pending_timeout_ms: PENDING_TIMEOUT,
         max_turn_attempts: 3,
         max_content_bytes: MAX_CONTENT,
+        max_stored_entry_bytes: MAX_STORED,
     }
 }
 
@@ -754,6 +758,96 @@ fn content_over_the_limit_is_too_large() {
         },
         RejectKind::TooLarge,
     );
+}
+
+#[test]
+fn an_entry_that_fits_the_content_limit_but_not_the_store_is_too_large() {
+    // Control characters are 1 byte each in the content but 6 once JSON-escaped.
+    let mut fx = Fx::contribute(2);
+    let escaped = "\u{1}".repeat(MAX_CONTENT);
+    let rejection = fx.reject(
+        Input::Result {
+            worker_id: "backend-1".into(),
+            turn: turn(1, Phase::Contribute, "backend", 1),
+            reply: reply(EntryType::Analysis, &escaped),
+        },
+        RejectKind::TooLarge,
+    );
+    assert!(rejection.message.contains("as stored"), "{rejection}");
+    // Every field counts: a review's concerns are not limited by the content check.
+    let (mut fx, hash) = Fx::review(2);
+    let _ = hash;
+    let concerns = Reply {
+        concerns: vec!["x".repeat(MAX_CONTENT); 40],
+        ..object("unused")
+    };
+    fx.reject(
+        Input::Result {
+            worker_id: "backend-1".into(),
+            turn: turn(1, Phase::Review, "backend", 1),
+            reply: concerns,
+        },
+        RejectKind::TooLarge,
+    );
+    // And the signature.
+    let signed = Reply {
+        signature: vec![255; MAX_STORED],
+        ..approve(&proposal_hash("proposal v1"))
+    };
+    fx.reject(
+        Input::Result {
+            worker_id: "backend-1".into(),
+            turn: turn(1, Phase::Review, "backend", 1),
+            reply: signed,
+        },
+        RejectKind::TooLarge,
+    );
+    // An entry whose JSON fits exactly is taken: the check is exact, not a bound.
+    fx.answer("backend", approve(&proposal_hash("proposal v1")));
+    let stored = serde_json::to_vec(fx.s.transcript().last().unwrap())
+        .unwrap()
+        .len();
+    assert!(stored < MAX_STORED);
+    assert!(!fx.s.transcript().last().unwrap().stored_len_exceeds(stored));
+    assert!(
+        fx.s.transcript()
+            .last()
+            .unwrap()
+            .stored_len_exceeds(stored - 1)
+    );
+}
+
+#[test]
+fn an_abort_fails_the_session_with_its_reason_and_releases_every_worker() {
+    let mut fx = Fx::contribute(2);
+    let applied = fx
+        .apply(Input::Abort {
+            reason: "the store refused the session's data".into(),
+        })
+        .expect("an abort is accepted while the session runs");
+    assert_eq!(fx.s.status(), Status::Failed);
+    assert_eq!(
+        fx.s.summary().reason,
+        "the store refused the session's data"
+    );
+    assert_eq!(released(&applied), all_workers());
+    // Ended: everything else is refused or ignored, and nothing changes.
+    fx.reject(
+        Input::Abort {
+            reason: "again".into(),
+        },
+        RejectKind::Stale,
+    );
+    fx.reject(
+        Input::Assign {
+            role: "backend".into(),
+            worker_id: "backend-2".into(),
+        },
+        RejectKind::Stale,
+    );
+    let summary = fx.s.summary();
+    assert_eq!(fx.tick_at(fx.now + 1_000_000).effects, vec![]);
+    assert_eq!(fx.s.summary(), summary);
 }
 
 #[test]

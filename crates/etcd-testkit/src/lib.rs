@@ -19,8 +19,8 @@
 //! - [`EtcdServer`]: one etcd process, its ports, data directory and log file.
 //! - `free_port`, `healthy`: picking ports and the raw HTTP/1.0 `/health` probe (no HTTP
 //!   client dependency: this crate must stay tiny).
-//! - `etcd_binary`: where the binary comes from (`ETCD_BIN`, then `PATH`, then
-//!   `/usr/bin/etcd`).
+//! - [`find_etcd`]: where the binary comes from (`ETCD_BIN`, then `PATH`, then
+//!   `/usr/bin/etcd`), or why there is none.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -247,12 +247,22 @@ impl Drop for EtcdServer {
 
 /// `ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`. Panics when none exists.
 fn etcd_binary() -> PathBuf {
+    find_etcd().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Where the etcd binary is (`ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`), or
+/// one line saying why there is none: for callers that skip what needs etcd instead of
+/// failing ([`EtcdServer::start`] panics).
+pub fn find_etcd() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("ETCD_BIN") {
         let bin = PathBuf::from(bin);
         if bin.is_file() {
-            return bin;
+            return Ok(bin);
         }
-        panic!("{MISSING} (ETCD_BIN={} does not exist)", bin.display());
+        return Err(format!(
+            "{MISSING} (ETCD_BIN={} does not exist)",
+            bin.display()
+        ));
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
@@ -260,9 +270,11 @@ fn etcd_binary() -> PathBuf {
         .map(|dir| dir.join("etcd"))
         .find(|p| p.is_file());
     match on_path {
-        Some(bin) => bin,
-        None if Path::new("/usr/bin/etcd").is_file() => PathBuf::from("/usr/bin/etcd"),
-        None => panic!("{MISSING}"),
+        Some(bin) => Ok(bin),
+        None if Path::new("/usr/bin/etcd").is_file() => Ok(PathBuf::from("/usr/bin/etcd")),
+        None => Err(format!(
+            "{MISSING}; not on PATH, not at /usr/bin/etcd, ETCD_BIN unset"
+        )),
     }
 }
 

@@ -1,7 +1,7 @@
 //! One function per subcommand: call the coordinator, hand the answer to [`crate::render`],
 //! write the result. Each returns the process exit code, or the error that makes it 1.
 
-use crate::client::{CliError, Coordinator};
+use crate::client::{CliError, Coordinator, Retry};
 use crate::follow::{self, FollowOptions};
 use crate::render::{self, TokenUsage, VerdictMatrix};
 use agentmesh_core::{Entry, SessionSummary};
@@ -35,16 +35,20 @@ pub async fn run(
     request: RunRequest,
     options: &FollowOptions,
 ) -> Result<u8, CliError> {
-    let mut client = coordinator.connect().await?;
-    let session = client
-        .create_session(v1::CreateSessionRequest {
-            task: request.task,
-            roles: request.roles,
-            max_rounds: request.max_rounds,
-            ..Default::default()
+    let create = v1::CreateSessionRequest {
+        task: request.task,
+        roles: request.roles,
+        max_rounds: request.max_rounds,
+        ..Default::default()
+    };
+    // Retried only while the request provably reached no leader: a second CreateSession
+    // that a leader did receive would start a second session (see `Retry::NotReached`).
+    let session = coordinator
+        .call(Retry::NotReached, |mut client| {
+            let create = create.clone();
+            async move { client.create_session(create).await }
         })
-        .await?
-        .into_inner();
+        .await?;
     let mut out = std::io::stdout();
     // The id comes first and alone, flushed, so a script can read it and detach.
     writeln!(out, "session {}", session.id)?;
@@ -63,9 +67,11 @@ pub async fn watch(
     session_id: &str,
     options: &FollowOptions,
 ) -> Result<u8, CliError> {
-    // Connected up front: a coordinator that cannot be reached at all is an error, not
-    // something to wait out.
-    let client = coordinator.connect_watch().await?;
+    // Connected up front, waiting for a leader as the one-shot commands do: a coordinator
+    // that cannot be reached within --wait is an error, not something to follow.
+    let client = coordinator
+        .retrying(Retry::Idempotent, || coordinator.connect_watch())
+        .await?;
     let mut out = std::io::stdout();
     let last = follow::follow(coordinator, Some(client), session_id, 1, options, &mut out).await?;
     Ok(follow::exit_code(last.status))
@@ -96,11 +102,11 @@ fn print_json(value: &impl Serialize) -> Result<u8, CliError> {
 
 /// Lists sessions newest first, as a table or as a JSON array of session summaries.
 pub async fn sessions(coordinator: &Coordinator, json: bool) -> Result<u8, CliError> {
-    let mut client = coordinator.connect().await?;
-    let mut sessions = client
-        .list_sessions(v1::ListSessionsRequest {})
+    let mut sessions = coordinator
+        .call(Retry::Idempotent, |mut client| async move {
+            client.list_sessions(v1::ListSessionsRequest {}).await
+        })
         .await?
-        .into_inner()
         .sessions;
     render::sort_sessions(&mut sessions);
     if json {
@@ -144,14 +150,18 @@ pub async fn cancel(
     session_id: &str,
     reason: String,
 ) -> Result<u8, CliError> {
-    let mut client = coordinator.connect().await?;
-    let session = client
-        .cancel_session(v1::CancelSessionRequest {
-            session_id: session_id.to_string(),
-            reason,
+    let cancel = v1::CancelSessionRequest {
+        session_id: session_id.to_string(),
+        reason,
+    };
+    // Idempotent in effect: if a lost answer hid a cancel that happened, the retry is
+    // refused as "already ended (CANCELLED)"; nothing is done twice.
+    let session = coordinator
+        .call(Retry::Idempotent, |mut client| {
+            let cancel = cancel.clone();
+            async move { client.cancel_session(cancel).await }
         })
-        .await?
-        .into_inner();
+        .await?;
     print(&format!(
         "session {} {}\n",
         session.id,
@@ -197,11 +207,11 @@ impl From<&v1::WorkerInfo> for WorkerDoc {
 
 /// Lists the workers the coordinator knows — connected or registered — by role, then id.
 pub async fn workers(coordinator: &Coordinator, json: bool) -> Result<u8, CliError> {
-    let mut client = coordinator.connect().await?;
-    let mut workers = client
-        .list_workers(v1::ListWorkersRequest {})
+    let mut workers = coordinator
+        .call(Retry::Idempotent, |mut client| async move {
+            client.list_workers(v1::ListWorkersRequest {}).await
+        })
         .await?
-        .into_inner()
         .workers;
     render::sort_workers(&mut workers);
     if json {
@@ -247,13 +257,15 @@ async fn transcript(
     coordinator: &Coordinator,
     session_id: &str,
 ) -> Result<(v1::Session, Vec<v1::Entry>), CliError> {
-    let mut client = coordinator.connect().await?;
-    let transcript = client
-        .get_transcript(v1::GetTranscriptRequest {
-            session_id: session_id.to_string(),
+    let request = v1::GetTranscriptRequest {
+        session_id: session_id.to_string(),
+    };
+    let transcript = coordinator
+        .call(Retry::Idempotent, |mut client| {
+            let request = request.clone();
+            async move { client.get_transcript(request).await }
         })
-        .await?
-        .into_inner();
+        .await?;
     let session = transcript.session.ok_or_else(|| {
         CliError::Other(format!(
             "the coordinator sent the transcript of {session_id} without its session"

@@ -12,8 +12,8 @@
 use crate::client::{CliError, Client, Coordinator, error_chain};
 use crate::render;
 use agentmesh_core::Status;
-use agentmesh_proto::status_from_wire;
 use agentmesh_proto::v1::{self, session_event::Event};
+use agentmesh_proto::{Backoff, status_from_wire};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -158,7 +158,7 @@ pub async fn follow(
 ) -> Result<v1::Session, CliError> {
     let mut tracker = Tracker::new(from_seq);
     tracker.live_progress = options.live_progress;
-    let mut backoff = options.first_backoff;
+    let mut backoff = Backoff::new(options.first_backoff, options.max_backoff);
     // When the current run of failures began; reset by every event received.
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -172,7 +172,7 @@ pub async fn follow(
                 let result = watch_once(&mut c, session_id, &mut tracker, out).await;
                 if tracker.next_seq() > seen_before {
                     failing_since = None;
-                    backoff = options.first_backoff;
+                    backoff.reset();
                 }
                 match result? {
                     Interrupted::Ended(session) => {
@@ -184,6 +184,8 @@ pub async fn follow(
                 }
             }
             Err(CliError::Connect { detail, .. }) => detail,
+            // Mid-failover: the election names nobody yet.
+            Err(CliError::NoLeader(why)) => why,
             Err(other) => return Err(other),
         };
         let since = *failing_since.get_or_insert_with(Instant::now);
@@ -194,14 +196,14 @@ pub async fn follow(
                 options.give_up_after.as_secs()
             )));
         }
+        let delay = backoff.next_delay();
         tracing::warn!(
             session = session_id,
             from_seq = tracker.next_seq(),
-            retry_in_ms = backoff.as_millis() as u64,
+            retry_in_ms = delay.as_millis() as u64,
             "watch interrupted ({outcome}); reconnecting"
         );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(options.max_backoff);
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -15,7 +15,8 @@
 //! - [`follow`]: the live follower behind `run` and `watch`, which resumes a broken
 //!   `WatchSession` stream from the last seen event seq.
 //! - [`render`]: pure formatting of every line, table and the verdict matrix.
-//! - [`client`]: connecting to the coordinator, and the error type.
+//! - [`client`]: connecting to the coordinator, waiting out a failover (`--wait`), and
+//!   the error type.
 
 mod client;
 mod commands;
@@ -33,6 +34,8 @@ use std::time::Duration;
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (run/watch: CONSENSUS or COMPLETED), 2 NO_CONSENSUS, 1 FAILED, CANCELLED or any error.
 Errors print to stderr as `error: <Code>: <message>` (gRPC) or `error: <message>`.
+While no coordinator answers (a leader just died, a coordinator restarts, an election is
+under way), commands retry for up to --wait and say so on stderr first.
 Logging: RUST_LOG (default `warn`), to stderr.";
 
 /// The agentmesh command line.
@@ -59,6 +62,20 @@ struct Cli {
         value_name = "ENDPOINTS"
     )]
     etcd: Vec<String>,
+
+    /// How long to keep retrying while no leader answers (connection refused, UNAVAILABLE,
+    /// no leader elected), e.g. 15s, 500ms, 0 to fail at once. The default covers the
+    /// election TTL (2 s) and a new leader's start-up. A new session is re-sent only when
+    /// the request provably reached no leader.
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_WAIT",
+        default_value = "15s",
+        value_parser = agentmesh_proto::parse_duration,
+        value_name = "DURATION"
+    )]
+    wait: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -209,7 +226,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     } else {
         let client = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            agentmesh_store::connect_etcd(&cli.etcd),
+            agentmesh_discovery::connect_etcd(&cli.etcd),
         )
         .await
         .map_err(|_| {
@@ -221,13 +238,11 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         .map_err(|e| {
             CliError::Other(format!("cannot reach etcd at {}: {e}", cli.etcd.join(",")))
         })?;
-        let election = agentmesh_store::EtcdElection::new(
-            client,
-            agentmesh_store::DEFAULT_ELECTION,
-            std::time::Duration::from_secs(2),
-        );
-        Coordinator::elected(&cli.coordinator, std::sync::Arc::new(election))?
-    };
+        let lookup =
+            agentmesh_discovery::LeaderLookup::new(client, agentmesh_discovery::DEFAULT_ELECTION);
+        Coordinator::elected(&cli.coordinator, lookup, &cli.etcd.join(","))?
+    }
+    .with_wait(cli.wait);
     match cli.command {
         Command::Run {
             task,
@@ -316,6 +331,17 @@ mod tests {
     fn the_coordinator_flag_works_after_the_subcommand() {
         let cli = Cli::try_parse_from(["meshctl", "sessions", "--coordinator", "h:2"]).unwrap();
         assert_eq!(cli.coordinator, "h:2");
+    }
+
+    #[test]
+    fn wait_defaults_to_the_failover_bound_and_takes_durations() {
+        let cli = Cli::try_parse_from(["meshctl", "sessions"]).unwrap();
+        assert_eq!(cli.wait, client::DEFAULT_WAIT);
+        let cli = Cli::try_parse_from(["meshctl", "sessions", "--wait", "500ms"]).unwrap();
+        assert_eq!(cli.wait, Duration::from_millis(500));
+        let cli = Cli::try_parse_from(["meshctl", "--wait", "0", "show", "s1"]).unwrap();
+        assert_eq!(cli.wait, Duration::ZERO);
+        assert!(Cli::try_parse_from(["meshctl", "sessions", "--wait", "soon"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The meshctl binary against a scripted `SessionService` on a loopback port: exact
-//! output, exit codes, error lines, and resuming a watch across broken streams and a
-//! server restart. (End-to-end runs against the real coordinator live in `tests/e2e`.)
+//! output, exit codes, error lines, resuming a watch across broken streams and a server
+//! restart, and waiting for a leader (`--wait`): what is retried, what is not, the bound.
+//! (End-to-end runs against the real coordinator, a SIGKILLed leader included, live in
+//! `tests/e2e`.)
 
 use agentmesh_proto::v1::session_event::Event;
 use agentmesh_proto::v1::session_service_server::{SessionService, SessionServiceServer};
@@ -43,12 +45,26 @@ struct State {
     watch_from: Vec<u64>,
     created: Vec<v1::CreateSessionRequest>,
     cancelled: Vec<v1::CancelSessionRequest>,
+    /// Answers the next unary calls give instead of serving (one each, in order).
+    refusals: VecDeque<Status>,
+    /// Unary calls received, refused ones included.
+    unary_calls: usize,
 }
 
 #[derive(Clone, Default)]
 struct Fake(Arc<Mutex<State>>);
 
 impl Fake {
+    /// Counts a unary call; the next scripted refusal, if any, is its answer.
+    fn refusal(&self) -> Result<(), Status> {
+        let mut state = self.0.lock().unwrap();
+        state.unary_calls += 1;
+        match state.refusals.pop_front() {
+            Some(status) => Err(status),
+            None => Ok(()),
+        }
+    }
+
     fn session(&self, id: &str) -> Result<v1::Session, Status> {
         let state = self.0.lock().unwrap();
         if state.session.id == id {
@@ -67,6 +83,7 @@ impl SessionService for Fake {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        self.refusal()?;
         let mut state = self.0.lock().unwrap();
         state.created.push(request.into_inner());
         Ok(Response::new(state.session.clone()))
@@ -84,6 +101,7 @@ impl SessionService for Fake {
         &self,
         _: Request<v1::ListSessionsRequest>,
     ) -> Result<Response<v1::ListSessionsResponse>, Status> {
+        self.refusal()?;
         let state = self.0.lock().unwrap();
         let mut older = state.session.clone();
         older.id = "s0".into();
@@ -97,6 +115,7 @@ impl SessionService for Fake {
         &self,
         request: Request<v1::CancelSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        self.refusal()?;
         let request = request.into_inner();
         let mut session = self.session(&request.session_id)?;
         session.status = S::Cancelled as i32;
@@ -109,6 +128,7 @@ impl SessionService for Fake {
         &self,
         _: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        self.refusal()?;
         let workers = self.0.lock().unwrap().workers.clone();
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
@@ -117,6 +137,7 @@ impl SessionService for Fake {
         &self,
         request: Request<v1::GetTranscriptRequest>,
     ) -> Result<Response<v1::Transcript>, Status> {
+        self.refusal()?;
         let session = self.session(&request.into_inner().session_id)?;
         let entries = self.0.lock().unwrap().entries.clone();
         Ok(Response::new(v1::Transcript {
@@ -596,15 +617,18 @@ fn grpc_errors_print_code_and_message() {
     server.kill();
 }
 
-#[test]
-fn an_unreachable_coordinator_is_named() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port that was just free: nothing listens there (until a test starts a server on it).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let (code, _, stderr) = run(&format!("127.0.0.1:{port}"), &["sessions"]);
+}
+
+#[test]
+fn an_unreachable_coordinator_is_named() {
+    let port = free_addr().port();
+    let (code, _, stderr) = run(&format!("127.0.0.1:{port}"), &["sessions", "--wait", "0"]);
     assert_eq!(code, 1);
     assert!(
         stderr.starts_with(&format!(
@@ -612,6 +636,192 @@ fn an_unreachable_coordinator_is_named() {
         )),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "--wait 0 does not wait: {stderr}"
+    );
+}
+
+#[test]
+fn nothing_listening_gives_up_after_the_bound_with_one_waiting_line() {
+    let port = free_addr().port();
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = run(&format!("127.0.0.1:{port}"), &["--wait", "1s", "sessions"]);
+    let took = started.elapsed();
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    let lines = lines(&stderr);
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "waiting for a leader (cannot reach coordinator at http://127.0.0.1:{port}: connection refused): retrying for up to 1s"
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "error: cannot reach coordinator at http://127.0.0.1:{port}: "
+        )) && lines[1].ends_with(" (no leader answered within 1s)"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+}
+
+/// Spawns meshctl against `addr` (nothing listens yet), waits until it says it is
+/// waiting, then starts the server there: the command must go through.
+fn waits_for_a_coordinator_that_comes_up(args: &[&str], state: State) -> (Fake, String) {
+    let addr = free_addr();
+    let url = format!("http://{addr}");
+    let mut child = meshctl(&url, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "waiting for a leader (cannot reach coordinator at {url}: connection refused): retrying for up to 15s\n"
+        ),
+        "{args:?}"
+    );
+    let fake = Fake(Arc::new(Mutex::new(state)));
+    let server = Server::start(&fake, addr);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{args:?}: {rest}");
+    assert_eq!(rest, "", "one waiting line, nothing else: {args:?}");
+    server.kill();
+    (fake, stdout)
+}
+
+#[test]
+fn one_shot_commands_wait_for_a_coordinator_that_is_restarting() {
+    let (_, stdout) = waits_for_a_coordinator_that_comes_up(&["sessions"], scripted(S::Review));
+    assert!(stdout.starts_with("ID  STATUS"), "{stdout}");
+    let (_, stdout) = waits_for_a_coordinator_that_comes_up(&["show", "s1"], scripted(S::Review));
+    assert!(stdout.starts_with("id        s1\n"), "{stdout}");
+    let (fake, stdout) = waits_for_a_coordinator_that_comes_up(
+        &["cancel", "s1", "--reason", "r"],
+        scripted(S::Review),
+    );
+    assert_eq!(stdout, "session s1 CANCELLED\n");
+    assert_eq!(fake.0.lock().unwrap().cancelled.len(), 1);
+    // Refused connections prove CreateSession reached nobody: it is sent once it can be.
+    let (fake, stdout) =
+        waits_for_a_coordinator_that_comes_up(&["run", "t", "--detach"], scripted(S::Review));
+    assert_eq!(stdout, "session s1\n");
+    assert_eq!(fake.0.lock().unwrap().created.len(), 1);
+}
+
+/// What a standby answers while an election is under way (the coordinator's gate).
+fn standby_refusal() -> Status {
+    Status::unavailable(
+        "this coordinator is a standby and no leader is elected yet; retry shortly; no leader is elected yet",
+    )
+}
+
+#[test]
+fn unavailable_is_waited_out_and_the_wait_is_said_once() {
+    let mut state = scripted(S::Consensus);
+    state.refusals = [
+        standby_refusal(),
+        Status::unavailable(
+            "cannot reach the leader at http://10.0.0.1:7700 (transport error); retry shortly",
+        ),
+        standby_refusal(),
+    ]
+    .into();
+    let (fake, server) = serve(state);
+    let (code, stdout, stderr) = run(&server.url(), &["sessions"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("ID  STATUS"), "{stdout}");
+    assert_eq!(
+        stderr,
+        "waiting for a leader (Unavailable: this coordinator is a standby and no leader is elected yet; retry shortly; no leader is elected yet): retrying for up to 15s\n"
+    );
+    assert_eq!(fake.0.lock().unwrap().unary_calls, 4);
+    server.kill();
+}
+
+#[test]
+fn answers_that_will_not_change_are_not_retried() {
+    for refusal in [
+        Status::invalid_argument("task must not be empty"),
+        Status::not_found("session s9 not found"),
+        Status::failed_precondition("session s1 has already ended (CANCELLED)"),
+        Status::internal("store failure: boom"),
+    ] {
+        let mut state = scripted(S::Consensus);
+        let expected = format!("error: {:?}: {}\n", refusal.code(), refusal.message());
+        state.refusals = [refusal].into();
+        let (fake, server) = serve(state);
+        let (code, _, stderr) = run(&server.url(), &["sessions"]);
+        assert_eq!(code, 1);
+        assert_eq!(stderr, expected);
+        assert_eq!(fake.0.lock().unwrap().unary_calls, 1);
+        server.kill();
+    }
+}
+
+#[test]
+fn create_session_is_sent_again_only_when_no_leader_got_it() {
+    // A standby refused to forward it (mid-election), then could not connect to the
+    // leader: neither reached a leader, so resending cannot create a second session.
+    let mut state = scripted(S::Review);
+    state.refusals = [
+        standby_refusal(),
+        Status::unavailable(
+            "cannot reach the leader at http://10.0.0.1:7700 (transport error: tcp connect error: Connection refused (os error 111)); retry shortly; the leader is http://10.0.0.1:7700",
+        ),
+        Status::unavailable("this coordinator is taking over as leader; retry shortly; the leader is http://10.0.0.2:7700"),
+    ]
+    .into();
+    let (fake, server) = serve(state);
+    let (code, stdout, stderr) = run(&server.url(), &["run", "t", "--detach"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "session s1\n");
+    assert!(stderr.starts_with("waiting for a leader ("), "{stderr}");
+    let state = fake.0.lock().unwrap();
+    assert_eq!((state.unary_calls, state.created.len()), (4, 1));
+    drop(state);
+    server.kill();
+
+    // The leader itself answered UNAVAILABLE, or a standby lost the leader mid-call:
+    // the session may exist, so meshctl reports instead of creating another.
+    for refusal in [
+        Status::unavailable("the coordinator is shutting down"),
+        Status::unavailable(
+            "cannot reach the leader at http://10.0.0.1:7700 (connection reset by peer); retry shortly",
+        ),
+        Status::unknown("h2 protocol error: stream reset"),
+    ] {
+        let mut state = scripted(S::Review);
+        let expected = format!("error: {:?}: {}\n", refusal.code(), refusal.message());
+        state.refusals = [refusal].into();
+        let (fake, server) = serve(state);
+        let (code, stdout, stderr) = run(&server.url(), &["run", "t", "--detach"]);
+        assert_eq!(code, 1);
+        assert_eq!(stdout, "");
+        assert_eq!(stderr, expected);
+        assert_eq!(fake.0.lock().unwrap().unary_calls, 1, "not sent again");
+        server.kill();
+    }
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! - [`v1`]: the generated messages, the `WorkerService` (one bidirectional stream per
 //!   worker) and the `SessionService` (the client API), clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: what the coordinator's gRPC reflection serves.
-//! - [`LEADER_METADATA`] and [`parse_duration`]: what every binary shares besides the
-//!   messages (the redirect metadata key, the duration syntax of flags).
+//! - [`LEADER_METADATA`], [`FORWARDED_METADATA`], [`LeaderAddress`], [`parse_duration`]
+//!   and [`Backoff`]: what every binary shares besides the messages (the redirect and
+//!   forwarding metadata keys, the election's value, the duration syntax of flags, the one
+//!   retry schedule).
 //! - `From`/`TryFrom` impls between `v1` and `agentmesh_core` types. Wire enums that a
 //!   peer sent as UNSPECIFIED or as a number we do not know convert to `None` or an
 //!   error, never to a default that could be mistaken for a real value.
@@ -23,8 +25,47 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 use agentmesh_core as core;
 
+pub mod backoff;
+pub use backoff::Backoff;
+
 /// The gRPC metadata key in which a standby coordinator names the leader's address.
 pub const LEADER_METADATA: &str = "x-agentmesh-leader";
+
+/// The request header a standby coordinator adds when it forwards a client's call to the
+/// leader (gRPC metadata and HTTP alike). A coordinator that receives a forwarded call
+/// while not leading refuses it instead of forwarding again, so two standbys that each
+/// believe the other leads cannot bounce a call between them.
+pub const FORWARDED_METADATA: &str = "x-agentmesh-forwarded";
+
+/// Where the leading coordinator serves: the value it campaigns with in the election.
+///
+/// Encoded as the gRPC URL, then optionally ` http=<URL>` for the HTTP side (dashboard,
+/// JSON API, SSE), which standbys need to forward browsers' calls. A bare URL (what
+/// coordinators before the HTTP forwarding published) parses as a gRPC URL alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAddress {
+    pub grpc: String,
+    pub http: Option<String>,
+}
+
+impl LeaderAddress {
+    pub fn encode(&self) -> String {
+        match &self.http {
+            Some(http) => format!("{} http={http}", self.grpc),
+            None => self.grpc.clone(),
+        }
+    }
+
+    /// Parses an election value; `None` when it holds no gRPC URL.
+    pub fn parse(value: &str) -> Option<LeaderAddress> {
+        let mut words = value.split_whitespace();
+        let grpc = words.next()?.to_string();
+        let http = words
+            .find_map(|w| w.strip_prefix("http="))
+            .map(str::to_string);
+        Some(LeaderAddress { grpc, http })
+    }
+}
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds: the duration syntax of every
 /// agentmesh binary's flags.
@@ -173,6 +214,32 @@ impl From<&core::Entry> for v1::Entry {
             concerns: e.concerns.clone(),
             proposal_hash: e.proposal_hash.clone(),
             signature: e.signature.clone(),
+            proposal_version: e.proposal_version,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+        }
+    }
+}
+
+/// By value: the strings move instead of being copied (a turn's delta, built for one
+/// worker, is converted once at the edge).
+impl From<core::Entry> for v1::Entry {
+    fn from(e: core::Entry) -> Self {
+        v1::Entry {
+            seq: e.seq,
+            round: e.round,
+            phase: v1::Phase::from(e.phase) as i32,
+            role: e.role,
+            worker_id: e.worker_id,
+            entry_type: v1::EntryType::from(e.entry_type) as i32,
+            timestamp_ms: e.timestamp_ms,
+            content: e.content,
+            verdict: e
+                .verdict
+                .map_or(v1::Verdict::Unspecified, v1::Verdict::from) as i32,
+            concerns: e.concerns,
+            proposal_hash: e.proposal_hash,
+            signature: e.signature,
             proposal_version: e.proposal_version,
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
@@ -354,6 +421,11 @@ mod tests {
         };
         let wire = v1::Entry::from(&e);
         assert_eq!(core::Entry::try_from(&wire).unwrap(), e);
+        assert_eq!(
+            v1::Entry::from(e.clone()),
+            wire,
+            "by value and by reference agree"
+        );
     }
 
     #[test]
@@ -374,5 +446,18 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn leader_addresses_round_trip_and_bare_urls_still_parse() {
+        let both = LeaderAddress {
+            grpc: "http://10.0.0.5:7700".into(),
+            http: Some("http://10.0.0.5:7780".into()),
+        };
+        assert_eq!(LeaderAddress::parse(&both.encode()), Some(both));
+        let bare = LeaderAddress::parse("http://c1:7700").unwrap();
+        assert_eq!(bare.grpc, "http://c1:7700");
+        assert_eq!(bare.http, None);
+        assert_eq!(LeaderAddress::parse("  "), None);
     }
 }

@@ -40,44 +40,23 @@ impl StoreError {
     }
 
     /// Maps an etcd client failure: transport trouble and the gRPC codes etcd uses for
-    /// "no leader / timed out / connection gone" are retryable, the rest are not.
+    /// "no leader / timed out / connection gone" are retryable
+    /// ([`agentmesh_discovery::error::is_transient`]), the rest are not.
     pub(crate) fn from_etcd(what: &str, e: etcd_client::Error) -> StoreError {
-        use etcd_client::Error as E;
-        use tonic::Code;
-        match &e {
-            E::TransportError(_) | E::IoError(_) => StoreError::Unavailable(format!("{what}: {e}")),
-            // The client reports a broken keep-alive or watch request channel this way.
-            E::LeaseKeepAliveError(_) | E::WatchError(_) => {
-                StoreError::Unavailable(format!("{what}: {e}"))
-            }
-            E::GRpcStatus(status) => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-                    StoreError::Unavailable(format!("{what}: {e}"))
-                }
-                // tonic reports a connection that broke mid-call as Unknown with a
-                // transport message; etcd itself always sets a specific code.
-                Code::Unknown if looks_like_transport(status.message()) => {
-                    StoreError::Unavailable(format!("{what}: {e}"))
-                }
-                _ => StoreError::Backend(format!("{what}: {e}")),
-            },
-            _ => StoreError::Backend(format!("{what}: {e}")),
-        }
+        StoreError::from(agentmesh_discovery::DiscoveryError::from_etcd(what, e))
     }
 }
 
-fn looks_like_transport(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "transport",
-        "connection",
-        "broken pipe",
-        "h2 protocol",
-        "stream",
-        "reset",
-    ]
-    .iter()
-    .any(|needle| m.contains(needle))
+/// Discovery's failures keep their meaning: unavailable stays retryable, the rest is a
+/// backend failure.
+impl From<agentmesh_discovery::DiscoveryError> for StoreError {
+    fn from(e: agentmesh_discovery::DiscoveryError) -> StoreError {
+        use agentmesh_discovery::DiscoveryError as D;
+        match e {
+            D::Unavailable(m) => StoreError::Unavailable(m),
+            D::Invalid(m) | D::Backend(m) => StoreError::Backend(m),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,16 +82,15 @@ mod tests {
     }
 
     #[test]
-    fn etcd_codes_map_to_retryable_or_not() {
-        let status = |code| etcd_client::Error::GRpcStatus(tonic::Status::new(code, "m"));
-        assert!(StoreError::from_etcd("get", status(tonic::Code::Unavailable)).is_retryable());
-        assert!(StoreError::from_etcd("get", status(tonic::Code::DeadlineExceeded)).is_retryable());
-        assert!(!StoreError::from_etcd("get", status(tonic::Code::InvalidArgument)).is_retryable());
-        assert!(!StoreError::from_etcd("get", status(tonic::Code::Unknown)).is_retryable());
-        let broken = etcd_client::Error::GRpcStatus(tonic::Status::new(
-            tonic::Code::Unknown,
-            "transport error",
-        ));
-        assert!(StoreError::from_etcd("get", broken).is_retryable());
+    fn etcd_failures_keep_their_retryability() {
+        let unavailable = etcd_client::Error::IoError(std::io::Error::other("reset"));
+        assert!(StoreError::from_etcd("get", unavailable).is_retryable());
+        let refused = etcd_client::Error::InvalidArgs("bad".into());
+        assert!(!StoreError::from_etcd("get", refused).is_retryable());
+        let invalid = agentmesh_discovery::DiscoveryError::Invalid("no endpoints".into());
+        assert_eq!(
+            StoreError::from(invalid),
+            StoreError::Backend("no endpoints".into())
+        );
     }
 }

@@ -43,8 +43,9 @@
 //! # Using the seams (coordinator and worker)
 //!
 //! - Connect with [`connect_etcd_with_retry`] (logs and retries until etcd answers or
-//!   shutdown) or [`connect_etcd`] (one bounded attempt). Both set the HTTP/2 keep-alive
-//!   that lets watches notice a dead connection; a hand-built client should too.
+//!   shutdown) or [`connect_etcd`] (one bounded attempt). Both come from
+//!   `agentmesh-discovery` and set the HTTP/2 keep-alive that lets watches notice a dead
+//!   connection; a hand-built client should too.
 //! - Leading: `let leadership = election.campaign(addr).await?`, then write with
 //!   `&leadership.fence`, and `select!` on [`Leadership::lost`] beside the work. On loss,
 //!   or on any [`StoreError::Fenced`], stop every session actor at once (acknowledge
@@ -63,7 +64,13 @@
 //!   and [`MemoryRegistry`], [`EtcdRegistry`].
 //! - [`election`]: [`Election`], [`Leadership`], and [`SoleLeader`], [`EtcdElection`].
 //! - [`etcd`]: [`connect_etcd`], [`connect_etcd_with_retry`] and what the etcd
-//!   implementations share (timeouts, back-off, key ranges).
+//!   implementations share (timeouts, key ranges).
+//!
+//! What clients of a cluster need without a store (connecting, the leader's address,
+//! a worker's lease, the worker key layout) is in `agentmesh-discovery`; this crate builds
+//! its etcd registry and election on it and re-exports [`WorkerRecord`],
+//! [`DEFAULT_PREFIX`] and [`DEFAULT_ELECTION`] from there. Retries back off with
+//! `agentmesh_proto::Backoff`.
 
 pub mod election;
 pub mod error;
@@ -79,8 +86,6 @@ pub use registry::{
 };
 pub use store::{EtcdStore, Fence, MemoryStore, RedbStore, SessionStore};
 
-/// The key prefix of the cluster mode's etcd data.
-pub const DEFAULT_PREFIX: &str = "/agentmesh/v1";
-
-/// The etcd election name the coordinators campaign on.
-pub const DEFAULT_ELECTION: &str = "/agentmesh/v1/leader";
+/// The key prefix of the cluster mode's etcd data, and the election the coordinators
+/// campaign on (defined once, in `agentmesh-discovery`).
+pub use agentmesh_discovery::{DEFAULT_ELECTION, DEFAULT_PREFIX};

@@ -8,8 +8,14 @@
 //!   back-off and full jitter. Ends when `shutdown` fires and in-flight turns are done.
 //! - [`Held`]: the transcripts this worker has seen, per session, built from deltas and
 //!   shared with the turns that run on them (an `agentmesh_brain::Transcript` each).
-//! - [`Backoff`]: the reconnect schedule.
+//! - [`Backoff`]: the reconnect schedule (`agentmesh_proto::Backoff`, with jitter).
 //! - [`brains`]: the `--brain` flags and the brain they build.
+//!
+//! # Message size
+//!
+//! The coordinator's Welcome names the largest message it accepts. A result whose encoding
+//! is larger would break the stream (and with it every session this worker holds), so it
+//! is sent as a TurnFailed naming the sizes instead ([`fit_message_limit`]).
 //!
 //! # Drain
 //!
@@ -39,7 +45,7 @@ pub struct WorkerConfig {
     /// The coordinator to use when no election says otherwise.
     pub coordinator: String,
     /// Cluster mode: where to look up the current leader before each connection.
-    pub leader_lookup: Option<Arc<dyn agentmesh_store::Election>>,
+    pub leader_lookup: Option<agentmesh_discovery::LeaderLookup>,
     /// Sessions served at once.
     pub capacity: u32,
     /// How long shutdown waits for in-flight turns.
@@ -59,42 +65,13 @@ pub struct WorkerConfig {
 /// turn. Messages larger than the window still arrive, over several window updates.
 const RECEIVE_WINDOW_BYTES: u32 = 256 * 1024;
 
-/// The reconnect schedule: exponential growth with full jitter, so a fleet of workers
-/// that lost the same coordinator does not reconnect in lock-step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-}
+/// The reconnect schedule: exponential growth with jitter (each wait between half and all
+/// of the doubling ceiling), so a fleet of workers that lost the same coordinator does
+/// not reconnect in lock-step.
+pub use agentmesh_proto::Backoff;
 
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The ceiling of the next wait: initial * 2^attempt, capped.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(16));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// The next wait, uniformly drawn from [ceiling/2, ceiling].
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt += 1;
-        let half = ceiling / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+/// The share of each reconnect wait that is random.
+const RECONNECT_JITTER: f64 = 0.5;
 
 /// One session as this worker knows it.
 #[derive(Debug, Clone, Default)]
@@ -212,7 +189,7 @@ impl Drop for TurnGuard {
 async fn find_coordinator(config: &WorkerConfig) -> String {
     if let Some(election) = &config.leader_lookup {
         match election.leader().await {
-            Ok(Some(url)) => return url,
+            Ok(Some(leader)) => return leader.grpc,
             Ok(None) => tracing::warn!("no coordinator leads yet"),
             Err(e) => tracing::warn!(error = %e, "cannot look up the leader"),
         }
@@ -238,7 +215,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let held = Held::default();
     let in_flight = Arc::new(InFlight::default());
-    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let mut backoff =
+        Backoff::new(config.backoff_initial, config.backoff_max).with_jitter(RECONNECT_JITTER);
     // A standby's refusal names the leader: try it next, before asking the election.
     let mut redirect: Option<String> = None;
     loop {
@@ -333,6 +311,8 @@ async fn connect_and_serve(
 
     let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
     let mut draining = false;
+    // The largest message the coordinator takes, from its Welcome (0: it did not say).
+    let mut max_message_bytes = 0u64;
     loop {
         tokio::select! {
             message = inbound.message() => {
@@ -346,6 +326,7 @@ async fn connect_and_serve(
                         backoff.reset();
                         let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
                         heartbeat = tokio::time::interval(every);
+                        max_message_bytes = welcome.max_message_bytes;
                         tracing::info!(coordinator = %welcome.coordinator_id, role = %config.role, id = %config.worker_id, "joined the mesh");
                     }
                     Some(coordinator_message::Msg::Turn(request)) => {
@@ -353,7 +334,7 @@ async fn connect_and_serve(
                             // Leaving soon: the turn is reassigned to a replica once we go.
                             continue;
                         }
-                        start_turn(config, brain, held, in_flight, request, out_tx.clone());
+                        start_turn(config, brain, held, in_flight, request, max_message_bytes, out_tx.clone());
                     }
                     Some(coordinator_message::Msg::SessionEnd(end)) => {
                         tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), "session ended");
@@ -362,19 +343,22 @@ async fn connect_and_serve(
                             return_freed_memory();
                         }
                     }
-                    Some(coordinator_message::Msg::Ping(_)) => {
-                        let _ = out_tx.send(heartbeat_message(in_flight)).await;
-                    }
                     Some(coordinator_message::Msg::Ack(ack)) if ack.code != 0 => {
                         let turn = ack.turn.unwrap_or_default();
                         tracing::warn!(session = %turn.session_id, round = turn.round, code = ack.code, message = %ack.message, "result refused");
                     }
-                    Some(coordinator_message::Msg::Ack(_)) => {}
+                    Some(coordinator_message::Msg::Ack(ack)) => {
+                        // One stable line per accepted result (seq 0: a failure report
+                        // was taken): `mesh-chaos` checks each against the transcript.
+                        let turn = ack.turn.unwrap_or_default();
+                        let phase = agentmesh_proto::phase_from_wire(turn.phase).map_or("UNSPECIFIED", |p| p.as_str());
+                        tracing::info!(session = %turn.session_id, seq = ack.seq, round = turn.round, phase = %phase, role = %turn.role, attempt = turn.attempt, worker = %config.worker_id, duplicate = ack.duplicate, "result acknowledged");
+                    }
                     None => {}
                 }
             }
             _ = heartbeat.tick() => {
-                let _ = out_tx.send(heartbeat_message(in_flight)).await;
+                let _ = out_tx.send(heartbeat_message()).await;
             }
             _ = shutdown.wait_for(|s| *s), if !draining => {
                 draining = true;
@@ -420,11 +404,9 @@ fn return_freed_memory() {
     }
 }
 
-fn heartbeat_message(in_flight: &InFlight) -> WorkerMessage {
+fn heartbeat_message() -> WorkerMessage {
     WorkerMessage {
-        msg: Some(worker_message::Msg::Heartbeat(v1::Heartbeat {
-            active_turns: in_flight.count.load(Ordering::SeqCst) as u32,
-        })),
+        msg: Some(worker_message::Msg::Heartbeat(v1::Heartbeat {})),
     }
 }
 
@@ -440,6 +422,7 @@ fn start_turn(
     held: &Held,
     in_flight: &Arc<InFlight>,
     request: v1::TurnRequest,
+    max_message_bytes: u64,
     out: mpsc::Sender<WorkerMessage>,
 ) {
     let guard = TurnGuard::new(in_flight);
@@ -478,10 +461,32 @@ fn start_turn(
                 }
             }
         };
+        let message = fit_message_limit(message, max_message_bytes);
         // If the stream broke meanwhile this fails: the coordinator has reassigned the
         // turn under a new attempt, so the result would be stale anyway.
         let _ = out.send(message).await;
     });
+}
+
+/// The message to send for a finished turn, given the coordinator's limit (`limit`
+/// bytes, 0 for none): `message` itself if its encoding fits, else a TurnFailed naming
+/// both sizes. The coordinator cannot decode a larger message and would end the stream,
+/// taking every session this worker holds with it; a failed turn costs only this turn
+/// (the coordinator retries it or fails the session with this reason).
+pub fn fit_message_limit(message: WorkerMessage, limit: u64) -> WorkerMessage {
+    use prost::Message;
+    let size = message.encoded_len() as u64;
+    if limit == 0 || size <= limit {
+        return message;
+    }
+    match message.msg {
+        Some(worker_message::Msg::Result(result)) => failed(
+            result.turn.unwrap_or_default(),
+            format!("reply of {size} bytes exceeds the coordinator's {limit}-byte message limit"),
+        ),
+        // A failure report is a turn id and a short reason; nothing else is this large.
+        msg => WorkerMessage { msg },
+    }
 }
 
 fn failed(turn: v1::TurnId, reason: String) -> WorkerMessage {
@@ -504,23 +509,54 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut ceilings = Vec::new();
-        for _ in 0..8 {
-            let ceiling = b.ceiling();
-            let d = b.next_delay();
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} outside [{:?}, {ceiling:?}]",
-                ceiling / 2
-            );
-            ceilings.push(ceiling.as_millis());
+    fn result_message(content: String) -> WorkerMessage {
+        WorkerMessage {
+            msg: Some(worker_message::Msg::Result(v1::TurnResult {
+                turn: Some(v1::TurnId {
+                    session_id: "s1".into(),
+                    round: 2,
+                    phase: v1::Phase::Contribute as i32,
+                    role: "backend".into(),
+                    attempt: 1,
+                }),
+                entry_type: v1::EntryType::Analysis as i32,
+                content,
+                ..Default::default()
+            })),
         }
-        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
-        b.reset();
-        assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_result_too_large_for_the_coordinator_becomes_a_turn_failure() {
+        use prost::Message;
+        let fits = result_message("x".repeat(100));
+        let size = fits.encoded_len() as u64;
+        // Exactly at the limit, and with no limit announced, the result goes as it is.
+        assert_eq!(fit_message_limit(fits.clone(), size), fits);
+        assert_eq!(fit_message_limit(fits.clone(), 0), fits);
+
+        let huge = result_message("x".repeat(5000));
+        let huge_size = huge.encoded_len();
+        let sent = fit_message_limit(huge, 1024);
+        let Some(worker_message::Msg::Failed(failed)) = sent.msg else {
+            panic!("expected a TurnFailed, got {sent:?}");
+        };
+        assert_eq!(
+            failed.reason,
+            format!("reply of {huge_size} bytes exceeds the coordinator's 1024-byte message limit")
+        );
+        let turn = failed.turn.clone().unwrap();
+        assert_eq!(
+            (turn.session_id.as_str(), turn.round, turn.attempt),
+            ("s1", 2, 1)
+        );
+        assert!(
+            (WorkerMessage {
+                msg: Some(worker_message::Msg::Failed(failed.clone()))
+            })
+            .encoded_len()
+                <= 1024
+        );
     }
 
     fn wire_entry(seq: u64) -> v1::Entry {

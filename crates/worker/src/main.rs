@@ -1,10 +1,10 @@
 //! `mesh-worker`: joins the mesh as one role and answers turns with a brain.
 
-use agentmesh_store::WorkerRegistry;
+use agentmesh_discovery::{LeaderLookup, WorkerLease, WorkerRecord};
+use agentmesh_proto::Backoff;
 use agentmesh_worker::WorkerConfig;
 use agentmesh_worker::brains::{self, BrainArgs};
 use clap::Parser;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -120,45 +120,48 @@ async fn serve() -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut leader_lookup: Option<Arc<dyn agentmesh_store::Election>> = None;
+    let mut leader_lookup = None;
     let mut registration = None;
     if !args.etcd.is_empty() {
         let Some(client) =
-            agentmesh_store::connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await
+            agentmesh_discovery::connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone()))
+                .await
         else {
             return Ok(());
         };
-        let record = agentmesh_store::WorkerRecord {
+        let record = WorkerRecord {
             role: role.clone(),
             worker_id: worker_id.clone(),
             capacity: args.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
             address: args.advertise.clone().unwrap_or_else(host_name),
         };
-        let registry =
-            agentmesh_store::EtcdRegistry::new(client.clone(), agentmesh_store::DEFAULT_PREFIX);
-        // The registration keeps its lease alive (and re-registers after an etcd outage)
+        // The lease is kept alive (and the worker registered again after an etcd outage)
         // in the background until it is revoked on the way out.
         let ttl = Duration::from_secs(args.lease_ttl.max(1));
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         registration = loop {
-            match registry.register(record.clone(), ttl).await {
-                Ok(r) => break Some(r),
+            let prefix = agentmesh_discovery::DEFAULT_PREFIX;
+            let timeout = agentmesh_discovery::OP_TIMEOUT;
+            match WorkerLease::register(&client, prefix, &record, ttl, timeout).await {
+                Ok(lease) => break Some(lease),
+                Err(agentmesh_discovery::DiscoveryError::Invalid(why)) => {
+                    anyhow::bail!("cannot register in etcd: {why}")
+                }
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     tracing::error!(error = %e, ?delay, "cannot register in etcd; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stopped(stop_rx.clone()) => return Ok(()),
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         };
-        leader_lookup = Some(Arc::new(agentmesh_store::EtcdElection::new(
+        leader_lookup = Some(LeaderLookup::new(
             client,
-            agentmesh_store::DEFAULT_ELECTION,
-            Duration::from_secs(2),
-        )));
+            agentmesh_discovery::DEFAULT_ELECTION,
+        ));
     }
     let config = WorkerConfig {
         role,

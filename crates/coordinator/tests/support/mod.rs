@@ -10,7 +10,7 @@ use agentmesh_proto::v1::{
     self, coordinator_message::Msg, session_service_client::SessionServiceClient, worker_message,
     worker_service_client::WorkerServiceClient,
 };
-use agentmesh_store::{Fence, MemoryStore, SessionStore, SoleLeader, StoreFuture};
+use agentmesh_store::{Fence, MemoryStore, SessionStore, SoleLeader, StoreError, StoreFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-/// A memory store whose writes wait while the gate is closed.
+/// A memory store whose writes wait while the gate is closed, whose reads can be held
+/// too, and which can refuse a session's entries for good.
 pub struct GatedStore {
     inner: MemoryStore,
     open: watch::Sender<bool>,
@@ -26,6 +27,13 @@ pub struct GatedStore {
     waiting: AtomicUsize,
     /// Transcript reads so far.
     entry_reads: AtomicUsize,
+    /// Reads pass while true.
+    reads_open: watch::Sender<bool>,
+    /// Reads waiting at their gate now, and the most that ever waited at once.
+    reads_waiting: AtomicUsize,
+    most_reads_waiting: AtomicUsize,
+    /// Entries of sessions whose task holds this text are refused (a backend fault).
+    refuse_task: std::sync::Mutex<Option<String>>,
 }
 
 impl GatedStore {
@@ -35,7 +43,47 @@ impl GatedStore {
             open: watch::channel(true).0,
             waiting: AtomicUsize::new(0),
             entry_reads: AtomicUsize::new(0),
+            reads_open: watch::channel(true).0,
+            reads_waiting: AtomicUsize::new(0),
+            most_reads_waiting: AtomicUsize::new(0),
+            refuse_task: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Refuses, from now on, every write of entries for a session whose task holds `text`.
+    pub fn refuse_entries_of_tasks_with(&self, text: &str) {
+        *self.refuse_task.lock().unwrap() = Some(text.to_string());
+    }
+
+    pub fn hold_reads(&self) {
+        self.reads_open.send_replace(false);
+    }
+
+    pub fn release_reads(&self) {
+        self.reads_open.send_replace(true);
+    }
+
+    pub fn reads_waiting(&self) -> usize {
+        self.reads_waiting.load(Ordering::SeqCst)
+    }
+
+    pub fn most_reads_waiting(&self) -> usize {
+        self.most_reads_waiting.load(Ordering::SeqCst)
+    }
+
+    async fn read_gate(&self) {
+        let mut open = self.reads_open.subscribe();
+        if *open.borrow_and_update() {
+            return;
+        }
+        let now = self.reads_waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_reads_waiting.fetch_max(now, Ordering::SeqCst);
+        while !*open.borrow_and_update() {
+            open.changed()
+                .await
+                .expect("the gate lives as long as the store");
+        }
+        self.reads_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub fn hold(&self) {
@@ -73,17 +121,33 @@ impl SessionStore for GatedStore {
                 }
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
             }
+            let refused = self.refuse_task.lock().unwrap().clone();
+            if let Some(text) = refused
+                && header.task.contains(&text)
+                && !entries.is_empty()
+            {
+                return Err(StoreError::Backend(format!(
+                    "refusing the entries of session {} (test)",
+                    header.id
+                )));
+            }
             self.inner.write(fence, header, entries).await
         })
     }
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, SessionSummary> {
-        self.inner.get(id)
+        Box::pin(async move {
+            self.read_gate().await;
+            self.inner.get(id).await
+        })
     }
 
     fn entries<'a>(&'a self, id: &'a str, from_seq: u64) -> StoreFuture<'a, Vec<Entry>> {
         self.entry_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.entries(id, from_seq)
+        Box::pin(async move {
+            self.read_gate().await;
+            self.inner.entries(id, from_seq).await
+        })
     }
 
     fn list(&self) -> StoreFuture<'_, Vec<SessionSummary>> {
@@ -113,13 +177,9 @@ pub async fn start_with(store: Arc<GatedStore>, config: CoordinatorConfig) -> St
         grpc,
         http: None,
         advertise: url.clone(),
+        advertise_http: None,
     };
-    let backends = Backends {
-        store,
-        election: Arc::new(SoleLeader::new()),
-        workers: None,
-        durable: false,
-    };
+    let backends = Backends::new(store, Arc::new(SoleLeader::new()), None, false);
     tokio::spawn(agentmesh_coordinator::run(
         listeners,
         config,
@@ -146,13 +206,34 @@ impl FakeWorker {
         role: &str,
         cursors: Vec<v1::SessionCursor>,
     ) -> FakeWorker {
-        let mut client = WorkerServiceClient::connect(url.to_string()).await.unwrap();
+        FakeWorker::attach_as(url, role, &format!("{role}-1"), 1, cursors, None).await
+    }
+
+    /// Attaches as `worker_id` with `capacity`, holding `cursors`. `window` sets how many
+    /// bytes the worker's connection takes before the coordinator must wait for it to
+    /// read (HTTP/2 flow control), for a worker that stops reading.
+    pub async fn attach_as(
+        url: &str,
+        role: &str,
+        worker_id: &str,
+        capacity: u32,
+        cursors: Vec<v1::SessionCursor>,
+        window: Option<u32>,
+    ) -> FakeWorker {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window)
+            .connect()
+            .await
+            .unwrap();
+        let mut client = WorkerServiceClient::new(channel);
         let (up, rx) = mpsc::channel(16);
         up.send(v1::WorkerMessage {
             msg: Some(worker_message::Msg::Hello(v1::Hello {
                 role: role.into(),
-                worker_id: format!("{role}-1"),
-                capacity: 1,
+                worker_id: worker_id.into(),
+                capacity,
                 version: "test".into(),
                 cursors,
             })),
@@ -169,19 +250,14 @@ impl FakeWorker {
         worker
     }
 
-    /// The next message that is not a ping.
+    /// The next message.
     pub async fn next(&mut self) -> Msg {
-        loop {
-            let message = tokio::time::timeout(PROMPT, self.down.message())
-                .await
-                .expect("the coordinator answers promptly")
-                .unwrap()
-                .expect("the stream stays open");
-            match message.msg.unwrap() {
-                Msg::Ping(_) => continue,
-                msg => return msg,
-            }
-        }
+        let message = tokio::time::timeout(PROMPT, self.down.message())
+            .await
+            .expect("the coordinator answers promptly")
+            .unwrap()
+            .expect("the stream stays open");
+        message.msg.unwrap()
     }
 
     pub async fn next_turn(&mut self) -> v1::TurnRequest {
@@ -203,6 +279,120 @@ impl FakeWorker {
             })
             .await
             .unwrap();
+    }
+}
+
+impl FakeWorker {
+    /// Plays a diligent worker until its stream ends: answers every turn as its phase
+    /// asks (a review approves the version under review). Returns how many it answered.
+    /// It sends a heartbeat every 100 ms, so it stays live however short the
+    /// coordinator's heartbeat interval.
+    pub async fn serve(mut self) -> usize {
+        let mut answered = 0;
+        let mut beat = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let message = tokio::select! {
+                message = self.down.message() => message,
+                _ = beat.tick() => {
+                    let heartbeat = v1::WorkerMessage {
+                        msg: Some(worker_message::Msg::Heartbeat(v1::Heartbeat {})),
+                    };
+                    if self.up.send(heartbeat).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Ok(Some(message)) = message else { break };
+            let Some(Msg::Turn(turn)) = message.msg else {
+                continue;
+            };
+            if self.up.send(diligent_answer(&turn)).await.is_err() {
+                break;
+            }
+            answered += 1;
+        }
+        answered
+    }
+
+    /// Answers `first` (a turn already taken off the stream), then [`FakeWorker::serve`]s.
+    pub async fn serve_from(self, first: v1::TurnRequest) -> usize {
+        if self.up.send(diligent_answer(&first)).await.is_err() {
+            return 0;
+        }
+        1 + self.serve().await
+    }
+}
+
+/// The answer a diligent worker gives to `turn`.
+fn diligent_answer(turn: &v1::TurnRequest) -> v1::WorkerMessage {
+    let phase = turn.turn.as_ref().unwrap().phase;
+    let (entry_type, verdict) = match v1::Phase::try_from(phase).unwrap() {
+        v1::Phase::Framing => (v1::EntryType::Framework, None),
+        v1::Phase::Contribute => (v1::EntryType::Analysis, None),
+        v1::Phase::Synthesize => (v1::EntryType::Proposal, None),
+        _ => (v1::EntryType::Review, Some(v1::Verdict::Approve)),
+    };
+    v1::WorkerMessage {
+        msg: Some(worker_message::Msg::Result(v1::TurnResult {
+            turn: turn.turn.clone(),
+            entry_type: entry_type as i32,
+            content: format!("{entry_type:?} answer"),
+            verdict: verdict.map_or(0, |v| v as i32),
+            proposal_hash: turn.proposal_hash.clone(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Creates a session with `task`; returns its id.
+pub async fn create_task(url: &str, task: &str, roles: &[&str]) -> String {
+    let mut client = SessionServiceClient::connect(url.to_string())
+        .await
+        .unwrap();
+    client
+        .create_session(v1::CreateSessionRequest {
+            task: task.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            max_rounds: 0,
+            broadcast_rounds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+/// Polls the session until it has ended; returns it.
+pub async fn wait_end(url: &str, id: &str, timeout: Duration) -> v1::Session {
+    let mut client = SessionServiceClient::connect(url.to_string())
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    loop {
+        let session = client
+            .get_session(v1::GetSessionRequest {
+                session_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = v1::SessionStatus::try_from(session.status).unwrap();
+        if matches!(
+            status,
+            v1::SessionStatus::Consensus
+                | v1::SessionStatus::NoConsensus
+                | v1::SessionStatus::Failed
+                | v1::SessionStatus::Cancelled
+                | v1::SessionStatus::Completed
+        ) {
+            return session;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "session {id} still {status:?} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -2,8 +2,9 @@
 
 use super::{Election, Leadership, LeadershipHandle};
 use crate::error::{StoreError, StoreFuture};
-use crate::etcd::{Backoff, KeepAlive, OP_TIMEOUT, Refresh, bounded, ttl_secs};
+use crate::etcd::{KeepAlive, OP_TIMEOUT, Refresh, bounded, ttl_secs};
 use crate::store::Fence;
+use agentmesh_proto::Backoff;
 use etcd_client::{Client, EventType, LeaderKey, ResignOptions, WatchOptions};
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -461,24 +462,12 @@ impl Election for EtcdElection {
 
     fn leader(&self) -> StoreFuture<'_, Option<String>> {
         Box::pin(async move {
-            let mut elections = self.client.election_client();
-            match tokio::time::timeout(self.op_timeout, elections.leader(self.name.as_str())).await
-            {
-                Ok(Ok(resp)) => Ok(resp
-                    .kv()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-                // etcd answers "no leader" with an error rather than an empty answer.
-                Ok(Err(etcd_client::Error::GRpcStatus(status)))
-                    if status.message().contains("no leader") =>
-                {
-                    Ok(None)
-                }
-                Ok(Err(e)) => Err(StoreError::from_etcd("read leader", e)),
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "read leader: etcd did not answer within {:.1}s",
-                    self.op_timeout.as_secs_f64()
-                ))),
-            }
+            Ok(agentmesh_discovery::leader::election_value(
+                &self.client,
+                &self.name,
+                self.op_timeout,
+            )
+            .await?)
         })
     }
 }

@@ -2,18 +2,14 @@
 
 use super::{Registration, RegistrationHandle, RegistryEvent, WorkerRecord, WorkerRegistry};
 use crate::error::{StoreError, StoreFuture};
-use crate::etcd::{
-    Backoff, KeepAlive, OP_TIMEOUT, Refresh, bounded, check_segment, normalize_prefix, ttl_secs,
-};
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions, WatchStream};
+use crate::etcd::{OP_TIMEOUT, bounded, check_segment, normalize_prefix};
+use agentmesh_discovery::{WorkerLease, keys};
+use agentmesh_proto::Backoff;
+use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// A watch that delivered nothing for this long is asked for a progress report; if that
 /// goes unanswered too, the connection is taken as broken and the watch is rebuilt.
@@ -49,170 +45,26 @@ impl EtcdRegistry {
     }
 
     fn workers_prefix(&self) -> String {
-        format!("{}/workers/", self.prefix)
-    }
-
-    fn key(&self, role: &str, worker_id: &str) -> String {
-        format!("{}{role}/{worker_id}", self.workers_prefix())
+        keys::workers_prefix(&self.prefix)
     }
 }
 
-/// Grants a lease of `ttl` and puts `key` under it. The new lease id is published to
-/// `current` before the put, so whoever revokes `current` also removes the key.
-async fn grant_and_put(
-    client: &Client,
-    key: &str,
-    value: &str,
-    ttl: Duration,
-    op_timeout: Duration,
-    current: &AtomicI64,
-) -> Result<i64, StoreError> {
-    let mut lease = client.lease_client();
-    let what = format!("grant lease for {key}");
-    let id = bounded(&what, op_timeout, lease.grant(ttl_secs(ttl), None))
-        .await?
-        .id();
-    current.store(id, Ordering::SeqCst);
-    let mut kv = client.kv_client();
-    let what = format!("register {key}");
-    let put = kv.put(key, value, Some(PutOptions::new().with_lease(id)));
-    if let Err(e) = bounded(&what, op_timeout, put).await {
-        // Do not leave an unused lease behind; if this fails too, it expires by itself.
-        let _ = bounded(&what, op_timeout, lease.revoke(id)).await;
-        return Err(e);
-    }
-    Ok(id)
-}
-
-/// The background task of one registration: keep the lease alive, re-register after an
-/// expiry, until told to stop.
-async fn keep_registered(
-    client: Client,
-    key: String,
-    value: String,
-    ttl: Duration,
-    op_timeout: Duration,
-    current: Arc<AtomicI64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // Three refreshes per ttl: one lost answer does not let the lease expire.
-    let period = (ttl / 3).max(Duration::from_millis(100));
-    let refresh_timeout = period.max(Duration::from_millis(500)).min(op_timeout);
-    let mut lease = current.load(Ordering::SeqCst);
-    let mut keeper = KeepAlive::new(&client, lease, refresh_timeout);
-    let mut backoff = Backoff::new(Duration::from_millis(100), period);
-    let mut failing = false;
-    let mut delay = period;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        let step = async {
-            match keeper.refresh().await {
-                Ok(Refresh::Alive) => {
-                    if failing {
-                        tracing::info!(
-                            "worker key {key}: keep-alive of lease {lease:x} works again"
-                        );
-                    }
-                    failing = false;
-                    backoff.reset();
-                    delay = period;
-                }
-                Ok(Refresh::Expired) => {
-                    tracing::warn!(
-                        "worker key {key}: lease {lease:x} is gone (expired during an outage longer than the {:.1}s ttl, or revoked); granting a new lease and registering again",
-                        ttl.as_secs_f64()
-                    );
-                    match grant_and_put(&client, &key, &value, ttl, op_timeout, &current).await {
-                        Ok(id) => {
-                            tracing::info!("worker key {key}: registered again under lease {id:x}");
-                            lease = id;
-                            keeper = KeepAlive::new(&client, id, refresh_timeout);
-                            failing = false;
-                            backoff.reset();
-                            delay = period;
-                        }
-                        Err(e) => {
-                            failing = true;
-                            delay = backoff.next_delay();
-                            tracing::warn!(
-                                "worker key {key}: registering again failed: {e}; retrying in {:.1}s",
-                                delay.as_secs_f64()
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    failing = true;
-                    delay = backoff.next_delay();
-                    tracing::warn!(
-                        "worker key {key}: keep-alive of lease {lease:x} failed: {e}; retrying in {:.1}s",
-                        delay.as_secs_f64()
-                    );
-                }
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = step => {}
-        }
-    }
-}
-
-struct EtcdRegistration {
-    client: Client,
-    key: String,
-    op_timeout: Duration,
-    current: Arc<AtomicI64>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl EtcdRegistration {
-    async fn revoke_now(self) {
-        let _ = self.stop.send(true);
-        // Wait for the task, so it cannot re-register behind our back.
-        let _ = self.task.await;
-        let lease = self.current.load(Ordering::SeqCst);
-        let mut leases = self.client.lease_client();
-        let what = format!("revoke lease {lease:x} of {}", self.key);
-        match bounded(&what, self.op_timeout, leases.revoke(lease)).await {
-            Ok(_) => tracing::info!("worker key {}: revoked", self.key),
-            Err(e) => tracing::warn!(
-                "worker key {}: could not revoke ({e}); it expires with its lease",
-                self.key
-            ),
-        }
-    }
-}
+/// A registration is a discovery [`WorkerLease`]; this only adapts it to the seam.
+struct EtcdRegistration(WorkerLease);
 
 impl RegistrationHandle for EtcdRegistration {
     fn revoke(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(self.revoke_now())
+        Box::pin(self.0.revoke())
     }
 
     fn abandon(self: Box<Self>) {
-        tracing::info!(
-            "worker key {}: keep-alives stopped, the key expires with its lease",
-            self.key
-        );
-        let _ = self.stop.send(true);
+        self.0.abandon();
     }
 
     fn revoke_in_background(self: Box<Self>) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(self.revoke_now());
-            }
-            Err(_) => {
-                // No runtime to revoke on: stop keep-alives; the key expires after its ttl.
-                let _ = self.stop.send(true);
-            }
-        }
+        // Dropping the lease revokes it in the background (or lets it expire without a
+        // runtime).
+        drop(self.0);
     }
 }
 
@@ -221,35 +73,11 @@ impl WorkerRegistry for EtcdRegistry {
         Box::pin(async move {
             check_segment("role", &record.role)?;
             check_segment("worker id", &record.worker_id)?;
-            let key = self.key(&record.role, &record.worker_id);
-            let value = serde_json::to_string(&record)
-                .map_err(|e| StoreError::Backend(format!("encode worker record: {e}")))?;
-            let current = Arc::new(AtomicI64::new(0));
             let lease =
-                grant_and_put(&self.client, &key, &value, ttl, self.op_timeout, &current).await?;
-            tracing::info!(
-                "worker key {key}: registered under lease {lease:x} (ttl {:.1}s)",
-                ttl.as_secs_f64()
-            );
-            let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(keep_registered(
-                self.client.clone(),
-                key.clone(),
-                value,
-                ttl,
-                self.op_timeout,
-                current.clone(),
-                stop_rx,
-            ));
-            let handle = EtcdRegistration {
-                client: self.client.clone(),
-                key: key.clone(),
-                op_timeout: self.op_timeout,
-                current,
-                stop,
-                task,
-            };
-            Ok(Registration::new(key, Box::new(handle)))
+                WorkerLease::register(&self.client, &self.prefix, &record, ttl, self.op_timeout)
+                    .await?;
+            let key = lease.key().to_string();
+            Ok(Registration::new(key, Box::new(EtcdRegistration(lease))))
         })
     }
 

@@ -4,12 +4,12 @@
 //!
 //! - [`WorkerRegistry`], [`WorkerRecord`], [`RegistryEvent`], [`Registration`]: the seam.
 //! - `memory`: [`MemoryRegistry`], in-process, with TTL expiry emulated by tokio time.
-//! - `etcd_registry`: [`EtcdRegistry`], keys under leases, kept alive through outages.
+//! - `etcd_registry`: [`EtcdRegistry`], keys under leases, kept alive through outages
+//!   (the lease itself is `agentmesh_discovery::WorkerLease`).
 
 use crate::error::StoreFuture;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 mod etcd_registry;
@@ -18,18 +18,9 @@ mod memory;
 pub use etcd_registry::EtcdRegistry;
 pub use memory::MemoryRegistry;
 
-/// What a worker advertises: stored as JSON at `{prefix}/workers/<role>/<worker-id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerRecord {
-    pub role: String,
-    pub worker_id: String,
-    /// How many sessions it takes at once.
-    pub capacity: u32,
-    /// The worker's build version, for mixed-version rollouts.
-    pub version: String,
-    /// Where it can be reached (informational; workers dial the coordinator).
-    pub address: String,
-}
+/// What a worker advertises: stored as JSON at `{prefix}/workers/<role>/<worker-id>`
+/// (defined in `agentmesh-discovery`, which workers register with).
+pub use agentmesh_discovery::WorkerRecord;
 
 /// One change of the registered set, as [`WorkerRegistry::watch`] reports it.
 #[derive(Debug, Clone, PartialEq)]
