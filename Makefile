@@ -72,14 +72,14 @@ chaos-smoke: build
 # cargo (no cargo-fuzz to install). Crash inputs land in fuzz/target/artifacts/<target>/.
 .PHONY: fuzz fuzz-smoke
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 12
+FUZZ_SMOKE_SECONDS ?= 11
 FUZZ_TARGETS ?=
 
 ## fuzz: each fuzz target for FUZZ_SECONDS (default 60) s, then a table; FUZZ_TARGETS="a b" picks some
 fuzz:
 	@bash scripts/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-## fuzz-smoke: the four fuzz targets for 12 s each from the committed corpus (under a minute once built)
+## fuzz-smoke: the four fuzz targets for 11 s each from the committed corpus (under a minute once built)
 fuzz-smoke:
 	@$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	@bash scripts/fuzz.sh run $(FUZZ_SMOKE_SECONDS)

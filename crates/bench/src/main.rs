@@ -130,6 +130,7 @@ enum Workload {
     Negotiation,
     Scale,
     Watchers,
+    Pending,
 }
 
 /// How big each workload is.
@@ -148,6 +149,8 @@ struct Plan {
     scale_rounds: u32,
     watchers: usize,
     watcher_rounds: u32,
+    /// Sessions left waiting for a role nobody serves (memory per live session).
+    pending_sessions: usize,
     session_limit: Duration,
     /// How long the scheduler probe spins (see [`machine`]).
     scheduler_probe: Duration,
@@ -174,6 +177,7 @@ impl Plan {
             scale_rounds: 2000,
             watchers: 50,
             watcher_rounds: 2000,
+            pending_sessions: 3000,
             session_limit: Duration::from_secs(300),
             scheduler_probe: Duration::from_secs(5),
         }
@@ -195,6 +199,7 @@ impl Plan {
             scale_rounds: 500,
             watchers: 50,
             watcher_rounds: 1000,
+            pending_sessions: 1000,
             session_limit: Duration::from_secs(60),
             scheduler_probe: Duration::from_secs(2),
         }
@@ -392,6 +397,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                 .map(|w| w.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
             runtime_threads: cli.coordinator_threads,
+            extra: Vec::new(),
         },
         rounds_override: cli.rounds,
         raw: BTreeMap::new(),
@@ -429,6 +435,9 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     }
     if wanted(Workload::Watchers) {
         run_watchers(&mut b).await?;
+    }
+    if wanted(Workload::Pending) {
+        run_pending(&mut b).await?;
     }
     run_memory(&mut b);
     println!(
@@ -1231,6 +1240,136 @@ async fn run_watchers(b: &mut Bench) -> anyhow::Result<()> {
 
 /// /proc's kB (KiB) in MB (10^6 bytes), the unit the targets are stated in; the tables
 /// show MiB.
+/// What a live session costs the coordinator: `pending_sessions` sessions for a role no
+/// worker serves, all waiting in PENDING at once (the admission limit set to exactly
+/// that many, so one more is refused), and the coordinator's resident memory before and
+/// after. A session's task is kept a few times over (its header, its actor's spec, the
+/// mesh log's announcement), so the figure that matters is the cost beyond one task.
+async fn run_pending(b: &mut Bench) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Pending {
+        sessions: usize,
+        task_bytes: usize,
+        coordinator_idle: Option<Mem>,
+        coordinator: Option<Mem>,
+        bytes_per_session: Option<f64>,
+        beyond_task: Option<f64>,
+        past_the_limit: String,
+        targets: Vec<Target>,
+    }
+    const TASK_BYTES: usize = 200;
+    let n = b.plan.pending_sessions;
+    let task: String = mesh::NEGOTIATION_TASK
+        .chars()
+        .cycle()
+        .take(TASK_BYTES)
+        .collect();
+    let mut launch = b.launch.clone();
+    launch.extra = vec![
+        "--max-sessions".into(),
+        n.to_string(),
+        "--pending-timeout".into(),
+        "30m".into(),
+    ];
+    let coord =
+        Coordinator::start(&b.bins, &b.log_dir, "coordinator-pending", None, &launch).await?;
+    let mut client = coord.client();
+    let create = |task: &str| agentmesh_proto::v1::CreateSessionRequest {
+        task: task.to_string(),
+        roles: vec!["nobody-serves-this".into()],
+        ..Default::default()
+    };
+    // Warm-up: the first sessions grow the allocator's pools, which a long-running
+    // coordinator has anyway; they are cancelled before the baseline is read.
+    let mut warm = Vec::new();
+    for _ in 0..100.min(n) {
+        warm.push(client.create_session(create(&task)).await?.into_inner().id);
+    }
+    for id in warm {
+        client
+            .cancel_session(agentmesh_proto::v1::CancelSessionRequest {
+                session_id: id,
+                reason: "warm-up".into(),
+            })
+            .await?;
+    }
+    let coordinator_idle = coord.mem();
+    let started = Instant::now();
+    for _ in 0..n {
+        client.create_session(create(&task)).await?;
+    }
+    let took = started.elapsed();
+    let coordinator = coord.mem();
+    let past_the_limit = match client.create_session(create(&task)).await {
+        Ok(_) => "admitted (the limit did not hold)".to_string(),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    };
+    coord.stop();
+    let bytes_per_session = match (coordinator_idle, coordinator) {
+        (Some(idle), Some(with)) => {
+            Some(with.rss_kib.saturating_sub(idle.rss_kib) as f64 * 1024.0 / n as f64)
+        }
+        _ => None,
+    };
+    let beyond_task = bytes_per_session.map(|bytes| bytes - TASK_BYTES as f64);
+    b.note_mem(
+        "mesh-coordinator",
+        &format!("{n} pending sessions"),
+        coordinator,
+    );
+    let mut targets = Vec::new();
+    if let Some(beyond) = beyond_task {
+        targets.push(Target::new(
+            "coordinator memory per pending session beyond its task text ≤ 8 KiB (bytes)",
+            beyond,
+            8192.0,
+        ));
+    }
+    let mut t = Table::new(
+        "(f) admission: live sessions waiting for a role nobody serves",
+        &[
+            "sessions",
+            "task bytes",
+            "created in",
+            "RSS idle MiB",
+            "RSS with them MiB",
+            "bytes/session",
+            "beyond the task",
+        ],
+    );
+    t.row(vec![
+        n.to_string(),
+        TASK_BYTES.to_string(),
+        format!("{:.2} s", took.as_secs_f64()),
+        coordinator_idle.map_or("-".into(), |m| mib(m.rss_kib)),
+        coordinator.map_or("-".into(), |m| mib(m.rss_kib)),
+        bytes_per_session.map_or("-".into(), |v| format!("{v:.0}")),
+        beyond_task.map_or("-".into(), |v| format!("{v:.0}")),
+    ]);
+    t.note(format!(
+        "session {} (past --max-sessions {n}): {past_the_limit}",
+        n + 1
+    ));
+    for target in &targets {
+        t.note(target.line());
+    }
+    b.emit(
+        &t,
+        "pending",
+        &Pending {
+            sessions: n,
+            task_bytes: TASK_BYTES,
+            coordinator_idle,
+            coordinator,
+            bytes_per_session,
+            beyond_task,
+            past_the_limit,
+            targets,
+        },
+    );
+    Ok(())
+}
+
 fn megabytes(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
 }

@@ -53,6 +53,8 @@ pub struct Launch {
     pub wrap: Vec<String>,
     /// `mesh-coordinator --runtime-threads`, when set.
     pub runtime_threads: Option<u16>,
+    /// More flags for the coordinator (a workload's own settings).
+    pub extra: Vec<String>,
 }
 
 /// The task every negotiation gets (the demo's).
@@ -107,6 +109,7 @@ impl Coordinator {
         if let Some(threads) = launch.runtime_threads {
             args.extend(["--runtime-threads".to_string(), threads.to_string()]);
         }
+        args.extend(launch.extra.iter().cloned());
         let (program, args) = match launch.wrap.split_first() {
             None => (bins.coordinator.clone(), args),
             Some((first, rest)) => {

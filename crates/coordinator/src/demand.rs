@@ -6,15 +6,16 @@
 //! Session actors report their roles whenever an assignment changes (a worker found, a
 //! worker lost, the session ended); nothing here is touched per turn.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// One session's roles, split by whether a worker holds them.
+/// One session's roles, split by whether a worker holds them. Plain vectors: a session
+/// has a handful of roles, and every live session keeps one of these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SessionRoles {
-    pub assigned: BTreeSet<String>,
+    pub assigned: Vec<String>,
     /// PENDING on the role, or its worker is gone and no replacement was found yet.
-    pub waiting: BTreeSet<String>,
+    pub waiting: Vec<String>,
 }
 
 /// Sessions holding, and sessions waiting for, one role.

@@ -70,6 +70,9 @@ impl SharedEvent {
     }
 }
 
+/// Hints a lagging watcher may find queued before it skips to the newest.
+const PROGRESS_SLOTS: usize = 4;
+
 pub(crate) struct EventLog {
     events: Mutex<Vec<SharedEvent>>,
     /// (number of events, closed) — watchers wait on changes of this.
@@ -82,7 +85,9 @@ impl Default for EventLog {
         EventLog {
             events: Mutex::new(Vec::new()),
             len: watch::channel((0, false)).0,
-            progress: broadcast::channel(64).0,
+            // Only the newest hint matters (a watcher skips the older ones it finds), and
+            // every session has one of these: a few slots, not dozens.
+            progress: broadcast::channel(PROGRESS_SLOTS).0,
         }
     }
 }

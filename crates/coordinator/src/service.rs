@@ -227,8 +227,7 @@ impl Mesh {
     ) {
         let cmd = SessionCmd::Result {
             worker_id: worker_id.to_string(),
-            turn,
-            reply,
+            result: Box::new((turn, reply)),
         };
         // Waiting here waits only for this worker's own session to take its result: the
         // caller is this worker's reader, and an actor always drains its inbox.
@@ -239,10 +238,10 @@ impl Mesh {
             },
             None => cmd,
         };
-        let SessionCmd::Result { turn, .. } = returned else {
+        let SessionCmd::Result { result, .. } = returned else {
             unreachable!("the command is the result")
         };
-        self.answer_stray(worker_id, session_id, turn, true);
+        self.answer_stray(worker_id, session_id, result.0, true);
     }
 
     /// Hands a worker's failure report to its session's actor, which acknowledges it.
@@ -255,8 +254,7 @@ impl Mesh {
     ) {
         let cmd = SessionCmd::TurnFailed {
             worker_id: worker_id.to_string(),
-            turn,
-            reason,
+            failure: Box::new((turn, reason)),
         };
         let returned = match self.live_session(session_id) {
             Some(tx) => match tx.send(cmd).await {
@@ -265,10 +263,10 @@ impl Mesh {
             },
             None => cmd,
         };
-        let SessionCmd::TurnFailed { turn, .. } = returned else {
+        let SessionCmd::TurnFailed { failure, .. } = returned else {
             unreachable!("the command is the failure report")
         };
-        self.answer_stray(worker_id, session_id, turn, false);
+        self.answer_stray(worker_id, session_id, failure.0, false);
     }
 
     /// Answers a result (or failure report) for a session with no running actor: an
@@ -371,7 +369,7 @@ impl Mesh {
             if let Some(tx) = self.live_session(&session_id) {
                 let _ = tx.try_send(SessionCmd::Holds {
                     worker_id: worker_id.to_string(),
-                    role: role.to_string(),
+                    role: role.into(),
                 });
                 continue;
             }

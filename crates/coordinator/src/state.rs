@@ -50,14 +50,12 @@ pub(crate) enum SessionCmd {
     /// A worker's result; the actor acknowledges it on the worker's stream once written.
     Result {
         worker_id: String,
-        turn: TurnKey,
-        reply: Reply,
+        result: Box<(TurnKey, Reply)>,
     },
-    /// A worker could not do its turn; acknowledged on its stream.
+    /// A worker could not do its turn (the turn and why); acknowledged on its stream.
     TurnFailed {
         worker_id: String,
-        turn: TurnKey,
-        reason: String,
+        failure: Box<(TurnKey, String)>,
     },
     WorkerLost {
         worker_id: String,
@@ -66,13 +64,17 @@ pub(crate) enum SessionCmd {
     /// moved to another worker meanwhile, it is told the session is over for it.
     Holds {
         worker_id: String,
-        role: String,
+        role: Box<str>,
     },
     Cancel {
         reason: String,
         ack: oneshot::Sender<Result<SessionSummary, MeshError>>,
     },
 }
+
+/// Why every variant keeps its payload small: each session's inbox allocates room for 32
+/// commands up front, so the largest variant's size is paid by every live session.
+const _: () = assert!(std::mem::size_of::<SessionCmd>() <= 48);
 
 /// The coordinator's shared state.
 pub(crate) struct Mesh {
@@ -165,9 +167,16 @@ impl Mesh {
 
     /// The refusal a standby gives, naming the leader's gRPC address when it is known.
     pub async fn not_leader(&self) -> MeshError {
-        MeshError::NotLeader {
-            leader: self.leader_address().await.ok().flatten().map(|l| l.grpc),
-        }
+        // A key of this very coordinator (a candidacy from before an etcd outage, not yet
+        // expired) names no leader: never send a caller back here.
+        let leader = self
+            .leader_address()
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.grpc)
+            .filter(|grpc| *grpc != self.advertised.grpc);
+        MeshError::NotLeader { leader }
     }
 
     /// A write was fenced or failed in a way that puts our leadership in question: the

@@ -317,4 +317,96 @@ mod etcd_only {
         leader.resign().await;
         drop(etcd);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_campaign_broken_by_an_etcd_outage_is_withdrawn_before_the_next_one() {
+        let (etcd, client, a, b) = two_candidates().await;
+        let leader_a = a.campaign("a:7001").await.unwrap();
+        let b2 = b.clone();
+        let b_campaign = tokio::spawn(async move { b2.campaign("b:7002").await });
+        // B is queued: its candidacy key exists beside A's.
+        let prefix = format!("{}/", agentmesh_store::DEFAULT_ELECTION);
+        let Fence::Leader { key: a_key, .. } = leader_a.fence.clone() else {
+            panic!("etcd fences")
+        };
+        let broken_key = eventually(Duration::from_secs(5), "B's candidacy key", || {
+            let (mut c, prefix, a_key) = (client.clone(), prefix.clone(), a_key.clone());
+            async move {
+                let resp = c
+                    .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+                    .ok()?;
+                resp.kvs()
+                    .iter()
+                    .map(|kv| kv.key().to_vec())
+                    .find(|key| *key != a_key)
+            }
+        })
+        .await;
+
+        // etcd goes away: B's campaign call breaks, and A loses its lease's keep-alives.
+        let a_lost = leader_a.lost();
+        let mut etcd = tokio::task::spawn_blocking(move || {
+            let mut etcd = etcd;
+            etcd.stop().unwrap();
+            etcd
+        })
+        .await
+        .unwrap();
+        within(TTL + Duration::from_secs(3), "A's lost()", a_lost).await;
+        // B's campaign broke on the outage; B gives it up (a coordinator shutting down, or
+        // campaigning anew) while etcd cannot hear the withdrawal.
+        b_campaign.abort();
+        let _ = b_campaign.await;
+        etcd = tokio::task::spawn_blocking(move || {
+            etcd.start_again().unwrap();
+            etcd
+        })
+        .await
+        .unwrap();
+        // Back, etcd renews every lease it had, the broken candidacy's too. A hands over
+        // as a coordinator does once it can; the oldest candidacy left is B's broken one.
+        leader_a.resign().await;
+        let leader_b = within(Duration::from_secs(20), "B leads", b.campaign("b:7002"))
+            .await
+            .unwrap();
+        let Fence::Leader {
+            create_revision: won_at,
+            ..
+        } = leader_b.fence.clone()
+        else {
+            panic!("etcd fences")
+        };
+        // B withdrew the broken candidacy (revoked its lease) before it campaigned again:
+        // otherwise that key, named leader while B did not lead, would have outlived B's
+        // new key's creation until its lease ran out.
+        let mut watcher = client.watch_client();
+        let mut stream = watcher
+            .watch(
+                broken_key.clone(),
+                Some(etcd_client::WatchOptions::new().with_start_revision(1)),
+            )
+            .await
+            .unwrap();
+        let deleted_at = within(Duration::from_secs(5), "the broken key's deletion", async {
+            loop {
+                let resp = stream.message().await.unwrap().expect("watch open");
+                if let Some(event) = resp
+                    .events()
+                    .iter()
+                    .find(|e| e.event_type() == etcd_client::EventType::Delete)
+                {
+                    return event.kv().map_or(0, |kv| kv.mod_revision());
+                }
+            }
+        })
+        .await;
+        assert!(
+            deleted_at < won_at,
+            "the broken candidacy {} was deleted at revision {deleted_at}, after B's new key at {won_at}",
+            String::from_utf8_lossy(&broken_key)
+        );
+        leader_b.resign().await;
+        drop(etcd);
+    }
 }

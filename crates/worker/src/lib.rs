@@ -185,22 +185,37 @@ impl Drop for TurnGuard {
     }
 }
 
-/// The coordinator to connect to: the elected leader in cluster mode, else the flag.
-async fn find_coordinator(config: &WorkerConfig) -> String {
-    if let Some(election) = &config.leader_lookup {
-        match election.leader().await {
-            Ok(Some(leader)) => return leader.grpc,
-            Ok(None) => tracing::warn!("no coordinator leads yet"),
-            Err(e) => tracing::warn!(error = %e, "cannot look up the leader"),
+/// How often a worker asks again while no coordinator is ready to lead: an election
+/// settles within a lease TTL (2 s by default), so a short, steady poll finds the new
+/// leader at once, where a growing back-off would leave the role out for many seconds.
+const LEADER_POLL: Duration = Duration::from_millis(250);
+
+/// The coordinator to connect to: the elected leader in cluster mode (`None` while none
+/// is elected or etcd cannot say), else the flag.
+async fn find_coordinator(config: &WorkerConfig) -> Option<String> {
+    let Some(election) = &config.leader_lookup else {
+        return Some(config.coordinator.clone());
+    };
+    match election.leader().await {
+        Ok(Some(leader)) => Some(leader.grpc),
+        Ok(None) => {
+            tracing::info!("no coordinator leads yet; waiting for the election");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up the leader; asking again");
+            None
         }
     }
-    config.coordinator.clone()
 }
 
 /// Why one connection ended.
 enum Ended {
     /// A standby named the leader.
     Redirected(String),
+    /// No coordinator is ready to lead yet (an election is settling, or the one named
+    /// leader has not taken office): ask again shortly, without backing off.
+    NotReady(String),
     /// Shutdown requested and drained: stop for good.
     Drained,
     /// The stream broke or could not be opened: reconnect.
@@ -219,14 +234,27 @@ pub async fn run(
         Backoff::new(config.backoff_initial, config.backoff_max).with_jitter(RECONNECT_JITTER);
     // A standby's refusal names the leader: try it next, before asking the election.
     let mut redirect: Option<String> = None;
+    // The coordinator the last attempt went to: a new one gets a fresh back-off.
+    let mut last_target: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         let target = match redirect.take() {
-            Some(url) => url,
+            Some(url) => Some(url),
             None => find_coordinator(&config).await,
         };
+        let Some(target) = target else {
+            tokio::select! {
+                () = tokio::time::sleep(LEADER_POLL) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+            continue;
+        };
+        if last_target.as_ref() != Some(&target) {
+            backoff.reset();
+            last_target = Some(target.clone());
+        }
         let ended = connect_and_serve(
             &config,
             &target,
@@ -242,6 +270,13 @@ pub async fn run(
             Ended::Redirected(url) => {
                 tracing::info!(from = %target, to = %url, "redirected to the leader");
                 redirect = Some(url);
+            }
+            Ended::NotReady(why) => {
+                tracing::info!(coordinator = %target, %why, "no leader ready yet; asking again shortly");
+                tokio::select! {
+                    () = tokio::time::sleep(LEADER_POLL) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
             }
             Ended::Broken(why) => {
                 let delay = backoff.next_delay();
@@ -297,15 +332,23 @@ async fn connect_and_serve(
     let mut inbound = match client.attach(ReceiverStream::new(out_rx)).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            if let Some(leader) = status
+            let named = status
                 .metadata()
                 .get(LEADER_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .filter(|leader| *leader != target)
-            {
-                return Ended::Redirected(leader.to_string());
-            }
-            return Ended::Broken(format!("attach: {:?}: {}", status.code(), status.message()));
+                .and_then(|v| v.to_str().ok());
+            let why = format!("attach: {:?}: {}", status.code(), status.message());
+            return match named {
+                Some(leader) if leader != target => Ended::Redirected(leader.to_string()),
+                // Named itself (it won, but has not taken office yet), or a standby with
+                // no leader to name: the election is settling.
+                Some(_) => Ended::NotReady(why),
+                None if status.code() == tonic::Code::Unavailable
+                    && config.leader_lookup.is_some() =>
+                {
+                    Ended::NotReady(why)
+                }
+                None => Ended::Broken(why),
+            };
         }
     };
 

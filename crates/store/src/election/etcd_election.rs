@@ -12,9 +12,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Retry delays of a campaign that failed for a transient reason.
+/// Retry delays of a campaign that failed for a transient reason. Capped low: a campaign
+/// is two cheap requests, and after an etcd outage every coordinator's campaign has
+/// failed, so the cap is how long the mesh may stay leaderless once etcd is back.
 const CAMPAIGN_RETRY_FIRST: Duration = Duration::from_millis(200);
-const CAMPAIGN_RETRY_CAP: Duration = Duration::from_secs(5);
+const CAMPAIGN_RETRY_CAP: Duration = Duration::from_secs(1);
+
+/// How long a withdrawn candidacy keeps trying to revoke its lease while etcd does not
+/// answer (then the next campaign does it).
+const WITHDRAW_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Leader election among coordinators on etcd. Cheap to clone.
 ///
@@ -35,6 +41,13 @@ pub struct EtcdElection {
     name: String,
     ttl: Duration,
     op_timeout: Duration,
+    /// Leases of withdrawn candidacies that etcd has not confirmed revoked yet.
+    ///
+    /// Why: a campaign broken by an etcd outage leaves its key in the election; etcd,
+    /// back, renews every lease for a fresh ttl, so that key (the oldest) names this
+    /// coordinator as leader while it does not lead, and this coordinator's next
+    /// campaign would queue behind its own ghost. Every campaign first revokes these.
+    orphans: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 /// What the background tasks of one candidacy are told.
@@ -57,6 +70,7 @@ impl EtcdElection {
             name: name.to_string(),
             ttl,
             op_timeout: OP_TIMEOUT,
+            orphans: Arc::new(std::sync::Mutex::new(Vec::new())),
         }
     }
 
@@ -67,7 +81,33 @@ impl EtcdElection {
         self
     }
 
+    /// Revokes the leases of earlier candidacies that may still hold a key here.
+    async fn revoke_orphans(&self) -> Result<(), StoreError> {
+        let orphans: Vec<i64> = self.orphans.lock().expect("orphans lock").clone();
+        let mut leases = self.client.lease_client();
+        for lease in orphans {
+            match bounded(
+                "revoke a withdrawn candidacy",
+                self.op_timeout,
+                leases.revoke(lease),
+            )
+            .await
+            {
+                // Revoked, or already gone (etcd answers "lease not found").
+                Ok(_) | Err(StoreError::Backend(_)) => {
+                    self.orphans
+                        .lock()
+                        .expect("orphans lock")
+                        .retain(|l| *l != lease);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn campaign_once(&self, value: &str) -> Result<Leadership, StoreError> {
+        self.revoke_orphans().await?;
         let mut leases = self.client.lease_client();
         let granted_at = Instant::now();
         let grant = bounded(
@@ -87,6 +127,7 @@ impl EtcdElection {
             lease,
             order: Some(order),
             op_timeout: self.op_timeout,
+            orphans: self.orphans.clone(),
         };
         tokio::spawn(keep_leading(
             self.client.clone(),
@@ -168,12 +209,15 @@ impl EtcdElection {
     }
 }
 
-/// A candidacy not yet won: dropping it stops its keep-alive and revokes its lease.
+/// A candidacy not yet won: dropping it stops its keep-alive and revokes its lease. If
+/// etcd cannot be told now, the lease is remembered and the next campaign revokes it
+/// first ([`EtcdElection::revoke_orphans`]).
 struct Candidacy {
     client: Client,
     lease: i64,
     order: Option<watch::Sender<Order>>,
     op_timeout: Duration,
+    orphans: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl Drop for Candidacy {
@@ -182,11 +226,31 @@ impl Drop for Candidacy {
             return;
         };
         let _ = order.send(Order::Release);
-        let (client, lease, op_timeout) = (self.client.clone(), self.lease, self.op_timeout);
+        let lease = self.lease;
+        self.orphans.lock().expect("orphans lock").push(lease);
+        let (client, op_timeout, orphans) =
+            (self.client.clone(), self.op_timeout, self.orphans.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let mut leases = client.lease_client();
-                let _ = bounded("withdraw candidacy", op_timeout, leases.revoke(lease)).await;
+                let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+                let give_up = Instant::now() + WITHDRAW_PATIENCE;
+                loop {
+                    match bounded("withdraw candidacy", op_timeout, leases.revoke(lease)).await {
+                        // Revoked, or already gone ("lease not found").
+                        Ok(_) | Err(StoreError::Backend(_)) => {
+                            orphans
+                                .lock()
+                                .expect("orphans lock")
+                                .retain(|l| *l != lease);
+                            return;
+                        }
+                        Err(_) if Instant::now() < give_up => {
+                            tokio::time::sleep(backoff.next_delay()).await;
+                        }
+                        Err(_) => return,
+                    }
+                }
             });
         }
     }
