@@ -518,20 +518,36 @@ fn watch_resumes_after_the_coordinator_restarts() {
         stdout.read_line(&mut line).unwrap();
         seen.push(line.trim_end().to_string());
     }
+    // meshctl's stderr, line by line, as it comes.
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
     server.kill();
-    // Down long enough for meshctl to find nobody listening at least once.
-    std::thread::sleep(Duration::from_millis(700));
+    // The coordinator stays down until meshctl has found nobody listening at least once.
+    let mut stderr = String::new();
+    loop {
+        let line = err_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("meshctl says it is reconnecting");
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("reconnecting") && line.to_lowercase().contains("refused") {
+            break;
+        }
+    }
     let restarted = Server::start(&fake, addr);
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    reader.join().unwrap();
+    for line in err_rx.try_iter() {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
     seen.extend(lines(&rest));
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(seen, live_lines(S::Consensus));

@@ -380,8 +380,10 @@ async fn connect_and_serve(
                         start_turn(config, brain, held, in_flight, request, max_message_bytes, out_tx.clone());
                     }
                     Some(coordinator_message::Msg::SessionEnd(end)) => {
-                        tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), "session ended");
                         held.forget(&end.session_id);
+                        // `held`: the transcripts this worker still keeps (tests watch it
+                        // return to 0 once every session it took part in has ended).
+                        tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), held = held.len(), "session ended");
                         if held.is_empty() {
                             return_freed_memory();
                         }
