@@ -863,7 +863,7 @@ fn held_by(worker: &Proc) -> Option<u64> {
         .filter(|l| l.contains("session ended"))
         .filter_map(|l| l.split("held=").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .last()
+        .next_back()
 }
 
 /// A process's resident memory in KiB.
