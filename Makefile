@@ -26,6 +26,11 @@ demo: build
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
 
+## verifier-setup: PyPI cryptography for the second verifier of exports (.venv-verify; fast when present)
+.PHONY: verifier-setup
+verifier-setup:
+	@bash scripts/verifier-setup.sh
+
 ## llm-setup: the local model for the real-model e2e test (.venv-llm; fast when present)
 llm-setup:
 	@bash scripts/llm-setup.sh
@@ -36,7 +41,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## test: everything — lint, unit and property tests, end-to-end tests with real processes
-test: deps llm-setup lint fuzz-smoke chart-test build images-if-docker
+test: deps llm-setup verifier-setup lint fuzz-smoke chart-test rules-test build images-if-docker
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -151,6 +156,15 @@ helm:
 ## chart-test: lint, render and schema-validate the chart (Kubernetes 1.27 and 1.37), then its tests
 chart-test:
 	@bash scripts/chart-test.sh
+
+# The alert rules live once, in the chart (its PrometheusRule renders them); promtool
+# comes with Debian's prometheus package (`make deps`).
+RULES := deploy/helm/agentmesh/files/prometheus-rules.yaml
+.PHONY: rules-test
+## rules-test: `promtool check rules` and the rules' unit tests (deploy/prometheus/tests)
+rules-test:
+	promtool check rules $(RULES)
+	cd deploy/prometheus/tests && promtool test rules rules_test.yaml
 
 fmt:
 	$(CARGO) fmt --all

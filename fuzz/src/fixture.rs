@@ -1,5 +1,6 @@
 //! Sessions the targets start from, and the observable state a rejection must not change.
 
+use agentmesh_core::trust::testing::signed;
 use agentmesh_core::{
     Entry, EntryType, Input, Phase, Reply, Session, SessionConfig, SessionSpec, SessionSummary,
     TurnKey, Verdict,
@@ -105,15 +106,16 @@ fn run_until(
         let reply = good_reply(session, &turn, verdict(&turn), tag);
         tag += 1;
         *now += 1;
+        let input = signed(
+            session,
+            Input::Result {
+                worker_id: worker_of(&role),
+                turn,
+                reply,
+            },
+        );
         session
-            .apply(
-                *now,
-                Input::Result {
-                    worker_id: worker_of(&role),
-                    turn,
-                    reply,
-                },
-            )
+            .apply(*now, input)
             .expect("a correct reply is accepted");
     }
 }
@@ -121,18 +123,26 @@ fn run_until(
 /// A negotiation (supervisor, backend, security; 2 rounds) with every role held by
 /// [`worker_of`] it, and the time of its last input.
 fn started() -> (Session, i64) {
-    let (mut s, _) = Session::new(spec(&SPECIALISTS, 2), SessionConfig::default(), START_MS);
+    // Unsigned: the wire and verdict targets check conversions and verdicts, and Ed25519
+    // under coverage instrumentation would cost each input milliseconds (core_session
+    // fuzzes the signed path).
+    let config = SessionConfig {
+        require_signatures: false,
+        ..SessionConfig::default()
+    };
+    let (mut s, _) = Session::new(spec(&SPECIALISTS, 2), config, START_MS);
     let mut now = START_MS;
     for role in s.participants().to_vec() {
         now += 1;
-        s.apply(
-            now,
+        let input = signed(
+            &s,
             Input::Assign {
                 worker_id: worker_of(&role),
                 role,
+                key: None,
             },
-        )
-        .expect("assign");
+        );
+        s.apply(now, input).expect("assign");
     }
     (s, now)
 }

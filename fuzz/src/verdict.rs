@@ -97,15 +97,13 @@ pub fn run(data: &[u8]) {
     let turn = session
         .awaited_turn(ROLE)
         .expect("the reviewer's turn is open");
+    let input = Input::Result {
+        worker_id: fixture::worker_of(ROLE),
+        turn,
+        reply: reply.clone(),
+    };
     let applied = session
-        .apply(
-            fixture::START_MS + 1_000,
-            Input::Result {
-                worker_id: fixture::worker_of(ROLE),
-                turn,
-                reply: reply.clone(),
-            },
-        )
+        .apply(fixture::START_MS + 1_000, input)
         .unwrap_or_else(|r| panic!("the core refused the brain's review {reply:?}: {r}"));
     assert!(!applied.duplicate);
     let entry = session.transcript().last().expect("appended");

@@ -2,6 +2,8 @@
 //! protocol by hand over a raw `WorkerService.Attach` stream, so it can send exactly the
 //! malformed, stale, foreign, duplicate and oversized results a real worker never would.
 
+use agentmesh_core::trust::KeyPair;
+use agentmesh_core::trust::testing::key_of;
 use agentmesh_e2e::{Cluster, CoordinatorOpts};
 use agentmesh_proto::v1::worker_service_client::WorkerServiceClient;
 use agentmesh_proto::v1::{
@@ -16,10 +18,21 @@ use tonic::{Code, Streaming};
 struct RawWorker {
     tx: mpsc::Sender<WorkerMessage>,
     inbound: Streaming<CoordinatorMessage>,
+    /// Its test key: announced in the Hello, and what `submit` signs with.
+    key: KeyPair,
 }
 
 impl RawWorker {
     async fn attach(url: &str, role: &str, id: &str) -> Result<RawWorker, tonic::Status> {
+        RawWorker::attach_with_key(url, role, id, Some(key_of(id).public())).await
+    }
+
+    async fn attach_with_key(
+        url: &str,
+        role: &str,
+        id: &str,
+        public_key: Option<agentmesh_core::trust::PublicKey>,
+    ) -> Result<RawWorker, tonic::Status> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())
             .unwrap()
             .connect()
@@ -35,13 +48,18 @@ impl RawWorker {
                 capacity: 4,
                 version: "test".into(),
                 cursors: vec![],
+                public_key: public_key.map_or(Vec::new(), |k| k.0.to_vec()),
             })),
         })
         .await
         .unwrap();
         let mut inbound = client.attach(ReceiverStream::new(rx)).await?.into_inner();
         match inbound.message().await?.and_then(|m| m.msg) {
-            Some(Msg::Welcome(_)) => Ok(RawWorker { tx, inbound }),
+            Some(Msg::Welcome(_)) => Ok(RawWorker {
+                tx,
+                inbound,
+                key: key_of(id),
+            }),
             other => panic!("expected Welcome, got {other:?}"),
         }
     }
@@ -62,21 +80,28 @@ impl RawWorker {
         }
     }
 
-    /// Sends a result and returns the coordinator's ack.
+    /// Sends a result, signed with this worker's key, and returns the coordinator's ack.
     async fn submit(
         &mut self,
         turn: v1::TurnId,
         entry_type: v1::EntryType,
         content: &str,
     ) -> v1::ResultAck {
+        let mut result = v1::TurnResult {
+            turn: Some(turn),
+            entry_type: entry_type as i32,
+            content: content.into(),
+            ..Default::default()
+        };
+        agentmesh_proto::sign_result(&self.key, &mut result, "");
+        self.send_result(result).await
+    }
+
+    /// Sends `result` as it is and returns the coordinator's ack.
+    async fn send_result(&mut self, result: v1::TurnResult) -> v1::ResultAck {
         self.tx
             .send(WorkerMessage {
-                msg: Some(worker_message::Msg::Result(v1::TurnResult {
-                    turn: Some(turn),
-                    entry_type: entry_type as i32,
-                    content: content.into(),
-                    ..Default::default()
-                })),
+                msg: Some(worker_message::Msg::Result(result)),
             })
             .await
             .unwrap();
@@ -214,6 +239,64 @@ fn worker_results_get_precise_statuses_and_change_nothing() {
             "nothing was appended"
         );
 
+        // Signatures (issue 13). Each refusal is UNAUTHENTICATED and changes nothing.
+        let framework = |turn: &v1::TurnId| v1::TurnResult {
+            turn: Some(turn.clone()),
+            entry_type: v1::EntryType::Framework as i32,
+            content: "the framework".into(),
+            ..Default::default()
+        };
+        // No signature at all.
+        let ack = supervisor.send_result(framework(&turn)).await;
+        assert_eq!(code(&ack), Code::Unauthenticated, "{}", ack.message);
+        assert!(ack.message.contains("no signature"), "{}", ack.message);
+        // Signed with another worker's key (the backend's, which the backend announced).
+        let mut forged = framework(&turn);
+        agentmesh_proto::sign_result(&key_of("backend-raw"), &mut forged, "");
+        let ack = supervisor.send_result(forged).await;
+        assert_eq!(code(&ack), Code::Unauthenticated, "{}", ack.message);
+        assert!(
+            ack.message
+                .contains("does not verify under worker sup-raw's key"),
+            "{}",
+            ack.message
+        );
+        // A valid signature for another round, replayed as this round's result.
+        let mut other_round = framework(&v1::TurnId {
+            round: 2,
+            ..turn.clone()
+        });
+        agentmesh_proto::sign_result(&supervisor.key, &mut other_round, "");
+        other_round.turn = Some(turn.clone());
+        let ack = supervisor.send_result(other_round).await;
+        assert_eq!(code(&ack), Code::Unauthenticated, "{}", ack.message);
+        // A valid signature for another session, replayed into this one.
+        let mut other_session = framework(&v1::TurnId {
+            session_id: "another-session".into(),
+            ..turn.clone()
+        });
+        agentmesh_proto::sign_result(&supervisor.key, &mut other_session, "");
+        other_session.turn = Some(turn.clone());
+        let ack = supervisor.send_result(other_session).await;
+        assert_eq!(code(&ack), Code::Unauthenticated, "{}", ack.message);
+        // A signed result whose content was changed after signing.
+        let mut changed = framework(&turn);
+        agentmesh_proto::sign_result(&supervisor.key, &mut changed, "");
+        changed.content.push('!');
+        let ack = supervisor.send_result(changed).await;
+        assert_eq!(code(&ack), Code::Unauthenticated, "{}", ack.message);
+        assert_eq!(
+            entries(client.clone(), session.id.clone()).await,
+            0,
+            "no refused result was appended"
+        );
+        // A worker that announces no key is refused at its Hello.
+        let refused = RawWorker::attach_with_key(&url, "backend", "keyless", None)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
         // The real answer is accepted once; its duplicate is acknowledged idempotently.
         let ack = supervisor
             .submit(turn.clone(), v1::EntryType::Framework, "the framework")
@@ -248,15 +331,17 @@ fn worker_results_get_precise_statuses_and_change_nothing() {
 
         // A message over the 1 MiB limit ends the stream with RESOURCE_EXHAUSTED...
         let huge = "y".repeat(2 * 1024 * 1024);
+        let mut oversized = v1::TurnResult {
+            turn: contribute.turn.clone(),
+            entry_type: v1::EntryType::Analysis as i32,
+            content: huge,
+            ..Default::default()
+        };
+        agentmesh_proto::sign_result(&backend.key, &mut oversized, "");
         backend
             .tx
             .send(WorkerMessage {
-                msg: Some(worker_message::Msg::Result(v1::TurnResult {
-                    turn: contribute.turn.clone(),
-                    entry_type: v1::EntryType::Analysis as i32,
-                    content: huge,
-                    ..Default::default()
-                })),
+                msg: Some(worker_message::Msg::Result(oversized)),
             })
             .await
             .unwrap();

@@ -5,6 +5,12 @@
 //! network, etcd members stopped (one, then two: quorum lost), and a rolling restart of
 //! the coordinators.
 //!
+//! The cluster runs as `make cluster-up` starts it: tokens, TLS on both coordinator
+//! ports, etcd over TLS with client certificates, every worker signing with its role's
+//! key. The first test also checks that each of those holds: without the CA, over
+//! plaintext, without etcd's client certificate, nothing gets through; a decision made
+//! in the cluster verifies against the trust file of its keys.
+//!
 //! Without a Docker engine every test prints why and returns; with one but without the
 //! images it fails, naming `make images`. They run one at a time (the `containers`
 //! test group in `.config/nextest.toml`).
@@ -15,7 +21,8 @@ use agentmesh_e2e::docker::{
     COORDINATORS, ETCD_MEMBERS, Mesh, Options, WORKERS, assert_no_duplicate_turns,
     assert_watched_entries_kept, run,
 };
-use agentmesh_e2e::{assert_transcript_sound, http_get, is_terminal, meshctl};
+use agentmesh_e2e::pki::{Ca, https_request};
+use agentmesh_e2e::{assert_transcript_sound, is_terminal};
 use agentmesh_proto::v1::{self, Phase, SessionStatus};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -91,7 +98,7 @@ fn a_negotiation_reaches_consensus_through_the_containers() {
 
     // The host's meshctl, through the leader's published port, to CONSENSUS.
     mesh.progress(&format!("meshctl --coordinator {url} run <demo task>"));
-    let out = meshctl(&url, &["run", DEMO_TASK]);
+    let out = mesh.at.meshctl(&url, &["run", DEMO_TASK]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -118,10 +125,10 @@ fn a_negotiation_reaches_consensus_through_the_containers() {
 
     // The export in the communication-file format, and the worker list with each
     // worker's container host name as its address.
-    let md = meshctl(&url, &["export", &id, "--format", "md"]);
+    let md = mesh.at.meshctl(&url, &["export", &id, "--format", "md"]);
     assert_eq!(md.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&md.stdout).contains("**Type**: REVIEW"));
-    let workers = meshctl(&url, &["workers", "--json"]);
+    let workers = mesh.at.meshctl(&url, &["workers", "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&workers.stdout).expect("json");
     let mut addresses: Vec<String> = listed
         .as_array()
@@ -151,7 +158,7 @@ fn a_negotiation_reaches_consensus_through_the_containers() {
     // Any coordinator serves clients: a standby forwards to the leader.
     let standby = COORDINATORS.into_iter().find(|c| *c != leader).unwrap();
     let standby_url = mesh.at.grpc_url(standby).unwrap();
-    let shown = meshctl(&standby_url, &["show", &id]);
+    let shown = mesh.at.meshctl(&standby_url, &["show", &id]);
     assert_eq!(
         shown.status.code(),
         Some(0),
@@ -166,12 +173,193 @@ fn a_negotiation_reaches_consensus_through_the_containers() {
     // The dashboard, on the leader's and on a standby's published HTTP port.
     for coordinator in [leader, standby] {
         let http = mesh.at.http(coordinator).unwrap();
-        let (code, page) = http_get(&http, "/").expect("dashboard");
+        let (code, page) = mesh.at.http_get(&http, "/").expect("dashboard");
         assert_eq!(code, 200, "dashboard of {coordinator}: {page}");
-        let (code, api) = http_get(&http, &format!("/api/sessions/{id}")).expect("API");
+        let (code, api) = mesh
+            .at
+            .http_get(&http, &format!("/api/sessions/{id}"))
+            .expect("API");
         assert_eq!(code, 200, "/api/sessions/{id} on {coordinator}: {api}");
         assert!(api.contains("CONSENSUS"), "{api}");
     }
+    // Authentication is on: without the operators' token the API and meshctl are refused.
+    let http = mesh.at.http(leader).unwrap();
+    let refused = https_request(
+        &http,
+        Some(&mesh.at.ca),
+        None,
+        "GET /api/sessions HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(refused.as_ref().map(|r| r.0), Ok(401), "{refused:?}");
+    let anonymous = mesh
+        .at
+        .meshctl_with(&url, &["--wait", "0", "sessions"], false, true);
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("Unauthenticated"),
+        "{anonymous:?}"
+    );
+    mesh.progress("without the token, the API answers 401 and meshctl UNAUTHENTICATED");
+
+    assert_the_decision_verifies_against_the_trust_file(&mesh, &url, &id);
+    assert_tls_is_required(&mesh, &url, &http);
+    assert_etcd_requires_its_client_certificate(&mesh);
+}
+
+/// `meshctl verify --trust` of the session's JSON export: valid against the cluster's
+/// trust file (`secrets/trust.json`: the keys compose-secrets.sh drew), invalid against
+/// one that swaps two roles' keys.
+fn assert_the_decision_verifies_against_the_trust_file(mesh: &Mesh, url: &str, id: &str) {
+    let export = mesh.at.secrets.join(format!("{id}.json"));
+    let export_arg = export.to_string_lossy().to_string();
+    let out = mesh
+        .at
+        .meshctl(url, &["export", id, "--format", "json", "-o", &export_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "meshctl export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trust = mesh.at.secrets.join("trust.json");
+    let verify = |trust: &std::path::Path| {
+        Command::new(agentmesh_e2e::bin("meshctl"))
+            .args(["verify", &export_arg, "--trust"])
+            .arg(trust)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run meshctl verify")
+    };
+    let valid = verify(&trust);
+    let stdout = String::from_utf8_lossy(&valid.stdout);
+    assert_eq!(
+        valid.status.code(),
+        Some(0),
+        "meshctl verify --trust trust.json: {stdout}{}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    assert!(
+        stdout.contains("every key is one the trust file names"),
+        "{stdout}"
+    );
+    // The same export against a trust file whose backend and security keys are swapped.
+    let mut swapped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trust).expect("trust.json"))
+            .expect("trust.json is JSON");
+    let roles = swapped["roles"].as_object_mut().expect("roles");
+    let backend = roles["backend"].clone();
+    roles.insert("backend".into(), roles["security"].clone());
+    roles.insert("security".into(), backend);
+    let wrong = mesh.at.secrets.join("trust-swapped.json");
+    std::fs::write(&wrong, swapped.to_string()).expect("write trust file");
+    let invalid = verify(&wrong);
+    assert_eq!(
+        invalid.status.code(),
+        Some(1),
+        "a trust file naming other keys is refused: {}",
+        String::from_utf8_lossy(&invalid.stdout)
+    );
+    mesh.progress(&format!(
+        "meshctl verify --trust trust.json: valid ({}); with two roles' keys swapped: INVALID",
+        stdout.lines().next().unwrap_or_default()
+    ));
+}
+
+/// Both coordinator ports serve TLS only: a client that does not trust the cluster's CA
+/// fails the handshake (gRPC and HTTPS), and plaintext gets no answer.
+fn assert_tls_is_required(mesh: &Mesh, url: &str, http: &str) {
+    let untrusting = mesh
+        .at
+        .meshctl_with(url, &["--wait", "0", "sessions"], true, false);
+    let stderr = String::from_utf8_lossy(&untrusting.stderr);
+    assert!(
+        !untrusting.status.success() && stderr.contains("UnknownIssuer"),
+        "meshctl without the CA: {stderr}"
+    );
+    let stranger = Ca::new(&mesh.at.secrets.join("stranger"), "stranger");
+    let https = https_request(
+        http,
+        Some(&stranger.pem_path),
+        None,
+        "GET /readyz HTTP/1.0\r\n\r\n",
+    );
+    assert!(
+        https.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
+        "HTTPS trusting another CA: {https:?}"
+    );
+    let plaintext = agentmesh_e2e::http_get(http, "/readyz");
+    assert!(
+        plaintext.as_ref().is_none_or(|(code, _)| *code != 200),
+        "plain HTTP is not served: {plaintext:?}"
+    );
+    let h2c = url.replacen("https://", "http://", 1);
+    let plain_grpc = mesh
+        .at
+        .meshctl_with(&h2c, &["--wait", "0", "sessions"], true, true);
+    assert!(
+        !plain_grpc.status.success(),
+        "plaintext gRPC is not served: {}",
+        String::from_utf8_lossy(&plain_grpc.stdout)
+    );
+    mesh.progress(&format!(
+        "without the CA: meshctl and HTTPS fail the handshake (UnknownIssuer); plaintext: HTTP {plaintext:?}, gRPC: {}",
+        String::from_utf8_lossy(&plain_grpc.stderr).trim()
+    ));
+}
+
+/// etcd serves TLS only and refuses a client without a certificate of its CA, over
+/// HTTPS and through the etcd client the binaries use; with the certificate it answers.
+fn assert_etcd_requires_its_client_certificate(mesh: &Mesh) {
+    let member = ETCD_MEMBERS[0];
+    let (code, health) = mesh
+        .at
+        .etcd_get(member, "/health", true)
+        .unwrap_or_else(|e| panic!("{member} with its client certificate: {e}"));
+    assert_eq!(code, 200, "{member} /health: {health}");
+    let refused = mesh.at.etcd_get(member, "/health", false);
+    // TLS 1.2 (etcd 3.4's highest): the server's alert ends the handshake itself.
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("Certificate")),
+        "{member} without a client certificate: {refused:?}"
+    );
+    let addr = mesh.at.published(member, 2379).expect("etcd port");
+    let plaintext = agentmesh_e2e::http_get(&addr, "/health");
+    assert!(
+        plaintext.as_ref().is_none_or(|(code, _)| *code != 200),
+        "{member} over plain HTTP: {plaintext:?}"
+    );
+    let status = |with_cert: bool| {
+        let mut tls = etcd_client::TlsOptions::new().ca_certificate(
+            etcd_client::Certificate::from_pem(std::fs::read(&mesh.at.etcd_ca).expect("etcd CA")),
+        );
+        if with_cert {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                std::fs::read(&mesh.at.etcd_client.cert).expect("etcd client cert"),
+                std::fs::read(&mesh.at.etcd_client.key).expect("etcd client key"),
+            ));
+        }
+        let options = etcd_client::ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(3));
+        let endpoint = format!("https://{addr}");
+        mesh.rt.block_on(async move {
+            let mut client = etcd_client::Client::connect([endpoint], Some(options))
+                .await
+                .map_err(|e| e.to_string())?;
+            client.status().await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    };
+    status(true).unwrap_or_else(|e| panic!("etcd client with the certificate: {e}"));
+    let anonymous = status(false);
+    assert!(
+        anonymous.as_ref().is_err_and(|e| e.contains("Certificate")),
+        "etcd client without a certificate: {anonymous:?}"
+    );
+    mesh.progress(&format!(
+        "etcd: /health and Status with its client certificate; without it: HTTPS {}, etcd client {}",
+        refused.unwrap_err(),
+        anonymous.unwrap_err()
+    ));
 }
 
 #[test]

@@ -185,6 +185,31 @@ fn dashboard_follows_a_session_live_to_consensus() {
     let all: BTreeSet<String> = ALL_ROLES.iter().map(|r| r.to_string()).collect();
     assert_eq!(signed, all, "every role signs the final proposal");
     assert_eq!(visible_text(&browser, "#signoff-count"), "7 / 7");
+    // Each sign-off is marked verified only once the page checked it itself (WebCrypto
+    // Ed25519 over the chain and the signature), and the certificate too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let marks = loop {
+        let marks = js(
+            &browser,
+            r#"return {
+              verified: document.querySelectorAll('#signoffs .signoff[data-verified="true"]').length,
+              certificate: (document.getElementById('certificate-mark') || {dataset: {}}).dataset.verified || null,
+              why: Array.from(document.querySelectorAll('#signoffs .verify-mark')).map(e => e.title),
+            };"#,
+        );
+        if marks["verified"] == json!(7) && marks["certificate"] == json!("true")
+            || std::time::Instant::now() > deadline
+        {
+            break marks;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        marks["verified"],
+        json!(7),
+        "every sign-off verified in the page: {marks}"
+    );
+    assert_eq!(marks["certificate"], json!("true"), "{marks}");
 
     let view = js(
         &browser,

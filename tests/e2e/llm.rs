@@ -41,12 +41,12 @@ fn venv_python() -> PathBuf {
 }
 
 /// The llama.cpp server; killed (by pid) when dropped.
-struct LlmServer {
-    proc: Proc,
-    url: String,
+pub(crate) struct LlmServer {
+    pub(crate) proc: Proc,
+    pub(crate) url: String,
 }
 
-fn start_llm_server() -> LlmServer {
+pub(crate) fn start_llm_server() -> LlmServer {
     let python = venv_python();
     let script = repo_root().join("scripts/llm_server.py");
     let args: Vec<String> = [
@@ -87,7 +87,7 @@ fn start_llm_server() -> LlmServer {
 
 /// Flags every model worker shares: small prompts and replies for a 135M model on one
 /// CPU thread.
-fn model_flags(brain: &str, base_url: &str) -> Vec<String> {
+pub(crate) fn model_flags(brain: &str, base_url: &str) -> Vec<String> {
     [
         "--brain",
         brain,

@@ -11,6 +11,9 @@
 //! - `service`: gRPC health and reflection, graceful coordinator shutdown.
 //! - `cluster`: etcd-backed election, standbys that forward clients and are ready while
 //!   they reach etcd, failover, worker leases, etcd restart, `--data-dir`.
+//! - `observability`: every process scraped by a real Prometheus after a negotiation
+//!   (one worker on a mock model that fails once), bounded labels, every panel of the
+//!   Grafana dashboard with data.
 //! - `autoscaling`: a role's demand through a real Prometheus with the Helm chart's own
 //!   KEDA query, from zero replicas and back.
 //! - `containers`: the compose cluster of the images (`make images`): a killed leader
@@ -18,9 +21,19 @@
 //! - `cli_failover`: `meshctl` one-shot commands run the moment the leader is SIGKILLed
 //!   wait for the new leader (through etcd and through a standby), and give up after
 //!   `--wait` when nobody leads.
+//! - `tracing`: one trace per session across meshctl, the coordinator and every worker,
+//!   checked against a real OTLP receiver (scripted and model brains), JSON log lines
+//!   with the exported trace and span ids, nothing exported while tracing is off.
+//! - `auth`: TLS on both ports, tokens and client certificates (SPIFFE IDs), the
+//!   permission table on gRPC, the API, SSE and the dashboard's login, a standby that
+//!   authenticates before forwarding, etcd over TLS with a user, SIGHUP reloads.
 //! - `oversize`: a worker whose reply exceeds the coordinator's `--max-message-bytes`
 //!   fails that turn (TurnFailed naming the sizes) and keeps its stream and other sessions.
+//! - `verification`: a negotiation with pinned keys, its export checked by `meshctl
+//!   verify` and by the Python verifier written from docs/verification.md, and six
+//!   tamperings that both refuse at the same seq and field.
 
+mod auth;
 mod autoscaling;
 mod bad_input;
 mod cli_failover;
@@ -30,8 +43,11 @@ mod dashboard;
 mod faults;
 mod llm;
 mod negotiation;
+mod observability;
 mod oversize;
 mod service;
+mod tracing;
+mod verification;
 
 /// The supervisor plus the six default specialists.
 pub const ALL_ROLES: [&str; 7] = [

@@ -19,8 +19,15 @@
 //! containers (`<project>_<service>_1`) and volumes are this test's own. Every docker
 //! command has a time limit; every wait is bounded; the only addresses used are
 //! 127.0.0.1 and the project's own containers.
+//!
+//! Security is on as `make cluster-up` starts it: each project draws its own tokens,
+//! certificates and signing keys with `scripts/compose-secrets.sh` ([`Locator::secrets`]),
+//! the coordinators serve TLS only (every client here checks them against
+//! [`Locator::ca`]), and etcd wants TLS with a client certificate ([`Locator::etcd_get`]).
 
-use crate::{http_get, is_terminal, tail};
+use crate::pki::{CertFiles, https_request};
+use crate::{is_terminal, tail};
+use agentmesh_discovery::ClientCredentials;
 use agentmesh_proto::v1::session_service_client::SessionServiceClient;
 use agentmesh_proto::v1::{self, session_event};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +37,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// The compose file, relative to the repository root.
@@ -201,6 +209,36 @@ pub struct Locator {
     pub project: String,
     ports: Arc<Mutex<BTreeMap<String, Option<serde_json::Value>>>>,
     generation: Arc<AtomicU32>,
+    /// The operators' token of this project (`scripts/compose-secrets.sh`): the cluster
+    /// runs with authentication on, as `make cluster-up` starts it.
+    pub token: Arc<str>,
+    /// The directory `scripts/compose-secrets.sh` filled for it: tokens, auth file,
+    /// certificates, signing keys, the trust file; each container mounts its part.
+    pub secrets: PathBuf,
+    /// The CA of the coordinators' certificate (`secrets/ca.crt`).
+    pub ca: PathBuf,
+    /// etcd's CA and the client certificate etcd accepts (`secrets/pki/`).
+    pub etcd_ca: PathBuf,
+    pub etcd_client: CertFiles,
+}
+
+/// A gRPC client of a coordinator that sends the operators' token.
+pub type MeshClient = SessionServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct BearerToken(Arc<str>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Ok(value) = format!("Bearer {}", self.0).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
 }
 
 impl Locator {
@@ -212,12 +250,93 @@ impl Locator {
         format!("{}_mesh", self.project)
     }
 
+    /// A project's locator; draws its tokens, auth file, certificates and signing keys
+    /// (once) with the script `make cluster-up` uses.
     fn new(project: String) -> Locator {
+        let secrets = crate::log_dir().join(format!("{project}-secrets"));
+        let out = run(
+            Command::new("bash")
+                .current_dir(repo_root())
+                .arg("scripts/compose-secrets.sh")
+                .arg(&secrets),
+            COMMAND_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "compose-secrets.sh: {}",
+            text(&out.stderr)
+        );
+        let token = std::fs::read_to_string(secrets.join("operator.token"))
+            .expect("operator token")
+            .trim()
+            .to_string();
+        let pki = secrets.join("pki");
         Locator {
             project,
             ports: Arc::default(),
             generation: Arc::default(),
+            token: Arc::from(token),
+            ca: secrets.join("ca.crt"),
+            etcd_ca: pki.join("etcd-ca.crt"),
+            etcd_client: CertFiles {
+                cert: pki.join("etcd-client.crt"),
+                key: pki.join("etcd-client.key"),
+            },
+            secrets,
         }
+    }
+
+    /// `meshctl --coordinator URL ARGS` from the host, with the operators' token and the
+    /// cluster's CA.
+    pub fn meshctl(&self, url: &str, args: &[&str]) -> Output {
+        self.meshctl_with(url, args, true, true)
+    }
+
+    /// `meshctl --coordinator URL ARGS` from the host, with or without the operators'
+    /// token and the cluster's CA (nothing of the caller's environment gets in).
+    pub fn meshctl_with(&self, url: &str, args: &[&str], token: bool, ca: bool) -> Output {
+        let mut cmd = Command::new(crate::bin("meshctl"));
+        cmd.arg("--coordinator").arg(url).args(args);
+        for var in ["MESH_TOKEN", "MESH_TOKEN_FILE", "MESH_TLS_CA", "MESH_ETCD"] {
+            cmd.env_remove(var);
+        }
+        if token {
+            cmd.env("MESH_TOKEN_FILE", self.secrets.join("operator.token"));
+        }
+        if ca {
+            cmd.env("MESH_TLS_CA", &self.ca);
+        }
+        cmd.stdin(Stdio::null()).output().expect("run meshctl")
+    }
+
+    /// A GET over TLS (checked against the cluster's CA) of the HTTP API or the
+    /// dashboard, with the operators' token: (status, body).
+    pub fn http_get(&self, addr: &str, path: &str) -> Option<(u16, String)> {
+        let raw = format!(
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.token
+        );
+        https_request(addr, Some(&self.ca), None, &raw)
+            .ok()
+            .map(|(code, _, body)| (code, body))
+    }
+
+    /// A GET of an etcd member's published client port over TLS, checked against etcd's
+    /// CA, presenting etcd's client certificate when `with_cert`: (status, body), or why
+    /// the connection failed.
+    pub fn etcd_get(
+        &self,
+        member: &str,
+        path: &str,
+        with_cert: bool,
+    ) -> Result<(u16, String), String> {
+        let addr = self
+            .published(member, ETCD_PORT)
+            .ok_or_else(|| format!("{member}'s client port is not published"))?;
+        let raw = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let client = with_cert.then_some(&self.etcd_client);
+        https_request(&addr, Some(&self.etcd_ca), client, &raw).map(|(code, _, body)| (code, body))
     }
 
     /// Forgets the published ports: a container was stopped, started or replaced.
@@ -270,15 +389,20 @@ impl Locator {
         self.published(coordinator, HTTP_PORT)
     }
 
+    /// A coordinator's published gRPC port as an `https://` URL (it serves TLS only).
     pub fn grpc_url(&self, coordinator: &str) -> Option<String> {
         self.published(coordinator, GRPC_PORT)
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("https://{a}"))
     }
 
-    /// `/readyz` of a coordinator: (status, trimmed body), None when it does not answer.
+    /// `/readyz` of a coordinator over TLS: (status, trimmed body), None when it does not
+    /// answer.
     pub fn readyz(&self, coordinator: &str) -> Option<(u16, String)> {
         let addr = self.http(coordinator)?;
-        http_get(&addr, "/readyz").map(|(code, body)| (code, body.trim().to_string()))
+        let raw = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        https_request(&addr, Some(&self.ca), None, &raw)
+            .ok()
+            .map(|(code, _, body)| (code, body.trim().to_string()))
     }
 
     /// The coordinators whose `/readyz` says they lead, right now.
@@ -300,9 +424,8 @@ impl Locator {
     /// The etcd member that leads raft (its `etcd_server_is_leader` is 1).
     pub fn etcd_leader(&self) -> Option<&'static str> {
         ETCD_MEMBERS.into_iter().find(|m| {
-            self.published(m, ETCD_PORT)
-                .and_then(|addr| http_get(&addr, "/metrics"))
-                .is_some_and(|(code, body)| {
+            self.etcd_get(m, "/metrics", true)
+                .is_ok_and(|(code, body)| {
                     code == 200 && body.lines().any(|l| l.trim() == "etcd_server_is_leader 1")
                 })
         })
@@ -337,7 +460,8 @@ impl Mesh {
             NEXT_PROJECT.fetch_add(1, Ordering::SeqCst)
         );
         let override_file = crate::log_dir().join(format!("{project}.override.yml"));
-        // etcd's client ports are published for the tests only (to find the raft leader).
+        // etcd's client ports are published for the tests only (to find the raft leader,
+        // and to see that etcd refuses a client without its certificate).
         let mut yaml = String::from("version: \"2.4\"\nservices:\n");
         for m in ETCD_MEMBERS {
             yaml.push_str(&format!(
@@ -401,6 +525,7 @@ impl Mesh {
             .env("MESH_CAPACITY", self.opts.capacity.to_string())
             .env("MESH_PHASE_TIMEOUT", self.opts.phase_timeout)
             .env("MESH_RESTART", "no")
+            .env("MESH_SECRETS", &self.at.secrets)
             .env("RUST_LOG", "info");
         // Empty host ports: every coordinator port is published on an ephemeral one.
         for var in [
@@ -549,13 +674,13 @@ impl Mesh {
     }
 
     /// A gRPC client of the leading coordinator, or None when none leads or answers.
-    pub fn try_client(&self) -> Option<SessionServiceClient<Channel>> {
+    pub fn try_client(&self) -> Option<MeshClient> {
         let url = self.at.leader_url()?;
-        self.rt.block_on(connect(&url))
+        self.rt.block_on(connect(&url, &self.at))
     }
 
     /// A gRPC client of the leader, waiting up to `timeout` for one.
-    pub fn client(&self, timeout: Duration) -> SessionServiceClient<Channel> {
+    pub fn client(&self, timeout: Duration) -> MeshClient {
         let start = Instant::now();
         loop {
             if let Some(c) = self.try_client() {
@@ -828,15 +953,21 @@ fn reap_stale_projects() {
     }
 }
 
-async fn connect(url: &str) -> Option<SessionServiceClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+/// A gRPC client of `url` (`https://`, checked against the cluster's CA) sending the
+/// operators' token.
+async fn connect(url: &str, at: &Locator) -> Option<MeshClient> {
+    let endpoint = ClientCredentials::tls_only(Some(at.ca.clone()), None, None)
+        .endpoint(url)
         .ok()?
         .connect_timeout(Duration::from_secs(3));
     let channel = tokio::time::timeout(Duration::from_secs(5), endpoint.connect())
         .await
         .ok()?
         .ok()?;
-    Some(SessionServiceClient::new(channel))
+    Some(SessionServiceClient::with_interceptor(
+        channel,
+        BearerToken(at.token.clone()),
+    ))
 }
 
 /// A durable session event, and when the test saw it.
@@ -922,7 +1053,7 @@ fn follow(
             continue;
         };
         let ended = rt.block_on(async {
-            let Some(mut client) = connect(&url).await else {
+            let Some(mut client) = connect(&url, &at).await else {
                 return false;
             };
             let request = v1::WatchSessionRequest {

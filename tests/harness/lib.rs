@@ -15,6 +15,9 @@
 
 pub mod chart;
 pub mod docker;
+pub mod mock_model;
+pub mod otlp;
+pub mod pki;
 pub mod prometheus;
 pub mod proxy;
 pub mod webdriver;

@@ -86,6 +86,54 @@ impl Prometheus {
         prometheus
     }
 
+    /// A GET of the HTTP API at `path_and_query`, answered `success`.
+    fn api(&self, path_and_query: &str) -> serde_json::Value {
+        let url = format!("http://{}{path_and_query}", self.addr);
+        let body: serde_json::Value = self.rt.block_on(async move {
+            crate::webdriver::client_builder()
+                .build()
+                .expect("HTTP client")
+                .get(url)
+                .send()
+                .await
+                .expect("query Prometheus")
+                .json()
+                .await
+                .expect("Prometheus answers JSON")
+        });
+        assert_eq!(body["status"], "success", "{body}");
+        body
+    }
+
+    /// Whether an instant query returns anything (any number of series).
+    pub fn query_any(&self, query: &str) -> bool {
+        let body = self.api(&format!("/api/v1/query?query={}", percent_encode(query)));
+        body["data"]["result"]
+            .as_array()
+            .is_some_and(|result| !result.is_empty())
+    }
+
+    /// Every series matching `selector`, as its labels.
+    pub fn series(&self, selector: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        let body = self.api(&format!(
+            "/api/v1/series?match[]={}",
+            percent_encode(selector)
+        ));
+        body["data"]
+            .as_array()
+            .expect("a list of series")
+            .iter()
+            .map(|labels| {
+                labels
+                    .as_object()
+                    .expect("labels")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Evaluates an instant query; returns the single value of its result vector, `None`
     /// for an empty result. Panics on an error or on more than one series.
     pub fn query(&self, query: &str) -> Option<f64> {

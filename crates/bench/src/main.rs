@@ -10,6 +10,8 @@
 //! - `negotiation`: seven `mesh-worker --brain scripted` processes, S concurrent sessions.
 //! - `scale`: 1,000 connected workers (K streams per process) and the N=6 round beside them.
 //! - `watchers`: 50 `WatchSession` watchers on one N=6 broadcast session vs none.
+//! - `tracing`: the N=6 broadcast round with tracing off and on, every span exported to a
+//!   local OTLP collector ([`tracing_cost`]).
 //! - `memory`: peak RSS of the coordinator and of worker processes, from the runs above.
 //!
 //! Hidden modes (the bench spawns itself): `__worker` (bench workers, [`worker`]),
@@ -21,7 +23,9 @@ mod procs;
 mod prom;
 mod raw;
 mod report;
+mod signing_cost;
 mod stats;
+mod tracing_cost;
 mod watchers;
 mod worker;
 
@@ -102,6 +106,10 @@ enum Hidden {
         /// Where SIGUSR1 makes the process write its turns' arrival times.
         #[arg(long)]
         arrivals_dir: Option<PathBuf>,
+        /// Send results unsigned (for a coordinator run with `--signatures off`, to
+        /// measure what signing costs); by default each worker signs with a key of its own.
+        #[arg(long)]
+        unsigned: bool,
     },
     /// K session watchers on their own connections (see `watchers`).
     #[command(name = "__watchers", hide = true)]
@@ -131,6 +139,10 @@ enum Workload {
     Scale,
     Watchers,
     Pending,
+    /// The N=6 broadcast round with tracing off and on (100 % sampled, exported).
+    Tracing,
+    /// What signing and verifying results cost the N=6 broadcast round (on vs off).
+    Signing,
 }
 
 /// How big each workload is.
@@ -217,8 +229,20 @@ fn main() -> anyhow::Result<()> {
             etcd,
             capacity,
             arrivals_dir,
+            unsigned,
         }) => {
-            init_logs("warn");
+            // Logs, and trace export when OTEL_EXPORTER_OTLP_ENDPOINT names a collector
+            // (the `tracing` workload); kept until the workers are done.
+            let _telemetry = agentmesh_telemetry::init(agentmesh_telemetry::Options {
+                service_name: "agentmesh-worker",
+                service_version: env!("CARGO_PKG_VERSION"),
+                instance_id: agentmesh_telemetry::fresh_instance_id(),
+                attributes: Vec::new(),
+                log_format: agentmesh_telemetry::LogFormat::Text,
+                default_filter: "warn",
+                otlp_endpoint: None,
+                trace_content: false,
+            });
             let opts = worker::Opts {
                 coordinator,
                 roles,
@@ -227,6 +251,7 @@ fn main() -> anyhow::Result<()> {
                 etcd,
                 capacity,
                 arrivals_dir,
+                sign: !unsigned,
             };
             current_thread()?.block_on(worker::run(opts))
         }
@@ -438,6 +463,12 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     }
     if wanted(Workload::Pending) {
         run_pending(&mut b).await?;
+    }
+    if wanted(Workload::Tracing) {
+        tracing_cost::run(&mut b).await?;
+    }
+    if wanted(Workload::Signing) {
+        signing_cost::run(&mut b).await?;
     }
     run_memory(&mut b);
     println!(

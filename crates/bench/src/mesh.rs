@@ -774,6 +774,9 @@ pub async fn etcd_write_latency(
                 signature: Vec::new(),
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                attempt: 1,
+                public_key: None,
+                chain_hash: Default::default(),
             })
             .collect();
         header.round = round;

@@ -134,6 +134,9 @@ pub struct Opts {
     pub capacity: u32,
     /// Where SIGUSR1 makes this process write its turns' arrival times.
     pub arrivals_dir: Option<PathBuf>,
+    /// Each worker signs its results with a key of its own (as `mesh-worker` does);
+    /// false only against a coordinator run with `--signatures off`.
+    pub sign: bool,
 }
 
 impl Opts {
@@ -186,6 +189,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
                 capacity: opts.capacity,
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 address: "mesh-bench".to_string(),
+                public_key: String::new(),
             };
             registrations.push(registry.register(record, Duration::from_secs(5)).await?);
         }
@@ -203,6 +207,14 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             grace: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
+            signing_key: if opts.sign {
+                Some(Arc::new(
+                    agentmesh_proto::keys::generate().map_err(anyhow::Error::msg)?,
+                ))
+            } else {
+                None
+            },
+            credentials: Default::default(),
         };
         runs.push(agentmesh_worker::run(
             config,
@@ -294,6 +306,7 @@ mod tests {
             etcd: Vec::new(),
             capacity: 4,
             arrivals_dir: None,
+            sign: true,
         };
         assert_eq!(
             opts.workers(),

@@ -127,10 +127,17 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
+    let stop_reason = body.get("stop_reason").and_then(Value::as_str);
     Ok(Completion {
         text,
         tool_input,
-        truncated: body.get("stop_reason").and_then(Value::as_str) == Some("max_tokens"),
+        truncated: stop_reason == Some("max_tokens"),
+        response_model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        finish_reasons: stop_reason.map(str::to_string).into_iter().collect(),
         prompt_tokens: tokens("input_tokens")
             + tokens("cache_read_input_tokens")
             + tokens("cache_creation_input_tokens"),
@@ -141,6 +148,10 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
 impl ModelApi for AnthropicApi {
     fn name(&self) -> &'static str {
         "anthropic"
+    }
+
+    fn model(&self) -> &str {
+        &self.config.model
     }
 
     fn review_channel(&self) -> ReviewChannel {

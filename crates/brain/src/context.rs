@@ -229,6 +229,9 @@ mod tests {
             signature: Vec::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            attempt: 1,
+            public_key: None,
+            chain_hash: Default::default(),
         }
     }
 

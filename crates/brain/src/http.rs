@@ -13,6 +13,7 @@
 //! TLS is rustls with the `ring` provider, installed once by [`client`].
 
 use crate::BrainError;
+use crate::observe::RetryCause;
 use crate::secret::{ApiKey, scrub};
 use serde_json::Value;
 use std::sync::Once;
@@ -111,7 +112,7 @@ impl Post<'_> {
                 request = request.header(*name, value);
             }
             let outcome = request.send().await;
-            let (why, retry_after) = match outcome {
+            let (why, retry_after, cause) = match outcome {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers());
@@ -125,7 +126,8 @@ impl Post<'_> {
                         }
                         Err(e) => {
                             let why = format!("reading the response failed: {}", self.clean(&e));
-                            self.wait_or_fail(retry, None, &why).await?;
+                            self.wait_or_fail(retry, None, &why, RetryCause::Connection)
+                                .await?;
                             retry += 1;
                             continue;
                         }
@@ -143,8 +145,10 @@ impl Post<'_> {
                         status.as_u16(),
                         crate::verdict::clip(&error_message(&scrub(self.key, &text)), 300)
                     );
-                    if status.as_u16() == 429 || status.is_server_error() {
-                        (why, retry_after)
+                    if status.as_u16() == 429 {
+                        (why, retry_after, RetryCause::RateLimited)
+                    } else if status.is_server_error() {
+                        (why, retry_after, RetryCause::ServerError)
                     } else {
                         return Err(self.fail(&why));
                     }
@@ -152,9 +156,13 @@ impl Post<'_> {
                 Err(e) if e.is_timeout() => {
                     return Err(self.fail("timed out: no response within the turn timeout"));
                 }
-                Err(e) => (format!("connection failed: {}", self.clean(&e)), None),
+                Err(e) => (
+                    format!("connection failed: {}", self.clean(&e)),
+                    None,
+                    RetryCause::Connection,
+                ),
             };
-            self.wait_or_fail(retry, retry_after, &why).await?;
+            self.wait_or_fail(retry, retry_after, &why, cause).await?;
             retry += 1;
         }
     }
@@ -166,6 +174,7 @@ impl Post<'_> {
         retry: u32,
         retry_after: Option<Duration>,
         why: &str,
+        cause: RetryCause,
     ) -> Result<(), BrainError> {
         if retry >= self.retry.max_retries {
             return Err(self.fail(&format!(
@@ -181,7 +190,8 @@ impl Post<'_> {
                 "{why}; a retry in {delay:?} would pass the turn timeout"
             )));
         }
-        tracing::warn!(api = self.api, url = %self.url, %why, ?delay, retry = retry + 1, "model call failed; retrying");
+        tracing::warn!(api = self.api, url = %self.url, %why, ?delay, retry = retry + 1, cause = cause.as_str(), "model call failed; retrying");
+        crate::observe::retry(self.api, cause);
         tokio::time::sleep(delay).await;
         Ok(())
     }

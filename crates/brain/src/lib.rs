@@ -69,12 +69,14 @@ pub mod exec;
 pub mod http;
 pub mod model;
 pub mod objection;
+pub mod observe;
 pub mod openai;
 pub mod persona;
 pub mod prompt;
 pub mod scripted;
 pub mod secret;
 pub mod text;
+mod trace;
 pub mod verdict;
 
 pub use context::{Transcript, TurnContext};
@@ -111,6 +113,16 @@ pub enum BrainError {
     /// not hash to the version under review.
     #[error("cannot take this turn: {0}")]
     BadContext(String),
+}
+
+impl BrainError {
+    /// A short, bounded name of the failure (metrics labels, `error.type`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            BrainError::Failed(_) => "failed",
+            BrainError::BadContext(_) => "bad_context",
+        }
+    }
 }
 
 /// A task the six default specialists settle in exactly two rounds: every specialist

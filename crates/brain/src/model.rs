@@ -64,6 +64,10 @@ pub struct Completion {
     pub truncated: bool,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The model that answered, as the response names it (empty when it does not).
+    pub response_model: String,
+    /// Why the model stopped, as the API says it (`stop`, `length`, `end_turn`, ...).
+    pub finish_reasons: Vec<String>,
 }
 
 impl Completion {
@@ -95,6 +99,10 @@ impl Completion {
 pub trait ModelApi: Send + Sync + 'static {
     /// The brain's name: `openai`, `anthropic`, `exec`.
     fn name(&self) -> &'static str;
+    /// The model it asks for (empty when the API has no such notion).
+    fn model(&self) -> &str {
+        ""
+    }
     /// How a review verdict comes back from this API.
     fn review_channel(&self) -> ReviewChannel;
     /// Makes one call; must give up by `deadline`.
@@ -242,14 +250,38 @@ impl<A: ModelApi> ModelBrain<A> {
     ) -> Result<Completion, BrainError> {
         // The API gives up by `deadline` itself (and says how); this outer bound, a moment
         // later, is the safety net for an API that does not.
-        let completion = match tokio::time::timeout_at(
-            deadline + OUTER_GRACE,
-            self.api.complete(request, deadline),
+        let started = std::time::Instant::now();
+        let span = crate::trace::chat_span(self.api.name(), self.api.model());
+        let outcome = tracing::Instrument::instrument(
+            tokio::time::timeout_at(deadline + OUTER_GRACE, self.api.complete(request, deadline)),
+            span.clone(),
         )
-        .await
-        {
-            Ok(result) => result?,
+        .await;
+        crate::trace::chat_outcome(&span, request, outcome.as_ref().ok());
+        let observed = |error: Option<&'static str>, tokens: (u64, u64)| {
+            crate::observe::model_call(crate::observe::ModelCall {
+                provider: self.api.name(),
+                model: self.api.model(),
+                duration: started.elapsed(),
+                error,
+                input_tokens: tokens.0,
+                output_tokens: tokens.1,
+            })
+        };
+        let completion = match outcome {
+            Ok(Ok(completion)) => {
+                observed(
+                    None,
+                    (completion.prompt_tokens, completion.completion_tokens),
+                );
+                completion
+            }
+            Ok(Err(e)) => {
+                observed(Some(e.kind_name()), (0, 0));
+                return Err(e);
+            }
             Err(_) => {
+                observed(Some("timeout"), (0, 0));
                 return Err(BrainError::Failed(format!(
                     "{} call timed out: the turn timeout of {:?} passed",
                     self.api.name(),

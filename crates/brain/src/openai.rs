@@ -143,12 +143,26 @@ pub fn parse_response(body: &Value) -> Result<Completion, String> {
         truncated: finish == "length",
         prompt_tokens: tokens("prompt_tokens"),
         completion_tokens: tokens("completion_tokens"),
+        response_model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        finish_reasons: if finish.is_empty() {
+            Vec::new()
+        } else {
+            vec![finish.to_string()]
+        },
     })
 }
 
 impl ModelApi for OpenAiApi {
     fn name(&self) -> &'static str {
         "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.config.model
     }
 
     fn review_channel(&self) -> ReviewChannel {

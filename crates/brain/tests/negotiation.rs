@@ -6,6 +6,7 @@ use agentmesh_brain::catalogue::{self, Concern};
 use agentmesh_brain::objection;
 use agentmesh_brain::text::contains_normalized;
 use agentmesh_brain::{Brain, BrainError, CONFLICT_TASK, DEMO_TASK, ScriptedBrain, TurnContext};
+use agentmesh_core::trust::testing::{key_of, signed};
 use agentmesh_core::{
     DEFAULT_SPECIALISTS, Effect, Entry, EntryType, Input, Phase, Session, SessionConfig,
     SessionSpec, Status, TurnKey, Verdict,
@@ -86,7 +87,14 @@ async fn negotiate(task: &str, specialists: &[&str], max_rounds: u32, order: Ord
                     now += 1000;
                     let worker_id = format!("w-{role}");
                     let applied = session
-                        .apply(now, Input::Assign { role, worker_id })
+                        .apply(
+                            now,
+                            Input::Assign {
+                                role,
+                                key: Some(key_of(&worker_id).public()),
+                                worker_id,
+                            },
+                        )
                         .expect("assignment accepted");
                     effects.extend(applied.effects);
                 }
@@ -110,15 +118,17 @@ async fn negotiate(task: &str, specialists: &[&str], max_rounds: u32, order: Ord
         assert_eq!(brain.name(), "scripted");
         let reply = brain.think(ctx).await.expect("the scripted brain answers");
         now += 1000;
+        // Signed as a worker signs it: by its (test) key, over its turn.
+        let input = signed(
+            &session,
+            Input::Result {
+                worker_id,
+                turn: turn.clone(),
+                reply,
+            },
+        );
         let applied = session
-            .apply(
-                now,
-                Input::Result {
-                    worker_id,
-                    turn: turn.clone(),
-                    reply,
-                },
-            )
+            .apply(now, input)
             .unwrap_or_else(|r| panic!("the core refused the reply to {turn:?}: {r}"));
         assert!(!applied.duplicate);
         effects.extend(applied.effects);

@@ -54,6 +54,12 @@ pub struct CoordinatorConfig {
     /// How many messages may wait for one worker to read them; a worker that lets its
     /// queue fill is cut off and its turns reassigned.
     pub worker_queue: usize,
+    /// Results must be signed by their worker's announced key (`--signatures required`,
+    /// the default); off (`--signatures off`) only to measure the cost (`mesh-bench`).
+    pub require_signatures: bool,
+    /// The key this coordinator signs unanimity certificates with (`--signing-key`; an
+    /// ephemeral one by default).
+    pub signing_key: std::sync::Arc<agentmesh_core::trust::KeyPair>,
 }
 
 impl Default for CoordinatorConfig {
@@ -72,6 +78,10 @@ impl Default for CoordinatorConfig {
             watch_batch_window: Duration::from_millis(10),
             ended_logs_kept: 256,
             worker_queue: DEFAULT_WORKER_QUEUE,
+            require_signatures: true,
+            signing_key: std::sync::Arc::new(
+                agentmesh_proto::keys::generate().expect("the OS gives random bytes"),
+            ),
         }
     }
 }
@@ -85,6 +95,7 @@ impl CoordinatorConfig {
             max_turn_attempts: 3,
             max_content_bytes: self.max_entry_bytes,
             max_stored_entry_bytes: store_entry_limit,
+            require_signatures: self.require_signatures,
         }
     }
 }

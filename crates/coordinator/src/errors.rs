@@ -49,6 +49,13 @@ pub enum MeshError {
     /// Too much of one kind of work is in flight; the caller should retry later.
     #[error("{0}; retry shortly")]
     Busy(String),
+    /// The caller did not say who it is, or said it with a token or certificate this
+    /// coordinator does not know. The text never holds the token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (serve that role, create or cancel).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 /// What a failure means to the caller, whatever the protocol.
@@ -62,6 +69,8 @@ pub enum ErrorKind {
     Stale,
     /// The caller has no right to do this.
     NotPermitted,
+    /// The caller is not known: no credentials, or ones nobody issued.
+    Unauthenticated,
     /// Bigger than allowed, or more than admitted: retrying the same thing will not help
     /// until something changes.
     Exhausted,
@@ -73,6 +82,24 @@ pub enum ErrorKind {
     Unavailable,
     /// A fault of the coordinator or its store.
     Internal,
+}
+
+impl ErrorKind {
+    /// A short stable name (metric labels, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Stale => "stale",
+            ErrorKind::NotPermitted => "not_permitted",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Exhausted => "exhausted",
+            ErrorKind::OutOfRange => "out_of_range",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
 }
 
 impl MeshError {
@@ -90,6 +117,8 @@ impl MeshError {
             | MeshError::StoreUnavailable(_)
             | MeshError::Busy(_) => ErrorKind::Unavailable,
             MeshError::Store(_) => ErrorKind::Internal,
+            MeshError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            MeshError::PermissionDenied(_) => ErrorKind::NotPermitted,
             MeshError::TooManySessions { .. } | MeshError::TaskTooLarge { .. } => {
                 ErrorKind::Exhausted
             }
@@ -112,6 +141,12 @@ pub fn reject_kind(kind: RejectKind) -> ErrorKind {
         RejectKind::Stale => ErrorKind::Stale,
         RejectKind::NotAssigned => ErrorKind::NotPermitted,
         RejectKind::TooLarge => ErrorKind::Exhausted,
+        // A result whose signature does not verify under its worker's announced key is
+        // not authenticated as that worker's (missing, malformed, another key's, or
+        // replayed from another session or turn): UNAUTHENTICATED, never INVALID_ARGUMENT
+        // (the bytes may be well-formed) nor PERMISSION_DENIED (the worker may serve the
+        // turn; this result is just not proven to be its).
+        RejectKind::BadSignature => ErrorKind::Unauthenticated,
     }
 }
 
@@ -137,6 +172,7 @@ mod tests {
             RejectKind::Stale,
             RejectKind::NotAssigned,
             RejectKind::TooLarge,
+            RejectKind::BadSignature,
         ];
         let meanings: std::collections::HashSet<_> =
             kinds.iter().map(|k| reject_kind(*k)).collect();

@@ -67,6 +67,25 @@ pub(crate) async fn lead(mesh: Arc<Mesh>, election: Arc<dyn Election>, value: St
     }
 }
 
+/// How often the store's reachability is probed for `/metrics`.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `agentmesh_store_reachable` current: every few seconds, one bounded read of the
+/// election (what `/readyz` reads too), until shutdown.
+pub(crate) async fn probe_store(mesh: Arc<Mesh>) {
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(Duration::from_secs(2), mesh.election.leader()).await,
+            Ok(Ok(_))
+        );
+        mesh.measures.store_reachable.set(i64::from(answered));
+        tokio::select! {
+            () = tokio::time::sleep(STORE_PROBE_EVERY) => {}
+            () = mesh.shutdown.cancelled() => return,
+        }
+    }
+}
+
 impl Mesh {
     /// Starts a leadership term with `fence` guarding every write.
     pub(crate) fn begin_term(&self, fence: Fence) -> Term {

@@ -30,6 +30,7 @@ mod edge;
 mod errors;
 mod events;
 mod leadership;
+mod measure;
 mod registry;
 mod service;
 mod session;
@@ -42,6 +43,8 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{
     Backends, CoordinatorConfig, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_TASK_BYTES, Listeners,
 };
+pub use edge::auth::DEFAULT_TRUST_DOMAIN;
+pub use edge::security::{Security, SecuritySettings};
 
 use agentmesh_proto::LeaderAddress;
 use state::Mesh;
@@ -58,12 +61,27 @@ pub async fn run(
     backends: Backends,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_secured(listeners, config, backends, Security::default(), shutdown).await
+}
+
+/// [`run`] with TLS and authentication as `security` says (`Security::reload` swaps
+/// certificates and principals while it runs).
+pub async fn run_secured(
+    listeners: Listeners,
+    config: CoordinatorConfig,
+    backends: Backends,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let advertised = LeaderAddress {
         grpc: listeners.advertise.clone(),
         http: listeners.advertise_http.clone(),
+        // The election publishes the key certificates are signed with (etcd, in cluster
+        // mode), beside `/.well-known/agentmesh-keys`.
+        key: Some(config.signing_key.public().to_hex()),
     };
     let mesh = Mesh::new(config, &backends, advertised.clone());
-    let gate = edge::gate::Gate::new(mesh.clone());
+    let gate = edge::gate::Gate::new(mesh.clone(), security.clone())?;
     let addr = listeners.grpc.local_addr()?;
 
     if let Some(workers) = backends.workers.clone() {
@@ -73,14 +91,20 @@ pub async fn run(
             mesh.shutdown.clone(),
         ));
     }
+    tokio::spawn(leadership::probe_store(mesh.clone()));
     let leader_task = tokio::spawn(leadership::lead(
         mesh.clone(),
         backends.election.clone(),
         advertised.encode(),
     ));
-    let http_task = listeners
-        .http
-        .map(|listener| tokio::spawn(edge::http::serve(listener, mesh.clone(), gate.clone())));
+    let http_task = listeners.http.map(|listener| {
+        tokio::spawn(edge::http::serve(
+            listener,
+            security.http_tls(),
+            mesh.clone(),
+            gate.clone(),
+        ))
+    });
 
     let drain_mesh = mesh.clone();
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
@@ -99,7 +123,14 @@ pub async fn run(
     };
 
     tracing::info!(%addr, advertise = %listeners.advertise, "coordinator listening");
-    let server = edge::grpc::serve(listeners.grpc, gate, mesh.clone(), shutdown, drain);
+    let server = edge::grpc::serve(
+        listeners.grpc,
+        security.grpc_tls(),
+        gate,
+        mesh.clone(),
+        shutdown,
+        drain,
+    );
     let drain_timeout = mesh.config.drain_timeout;
     tokio::pin!(server);
     tokio::select! {

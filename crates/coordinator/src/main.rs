@@ -1,13 +1,11 @@
 //! `mesh-coordinator`: serves the worker stream and the session API on one gRPC port.
 
 use agentmesh_coordinator::{
-    Backends, CoordinatorConfig, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_TASK_BYTES, Listeners,
+    Backends, CoordinatorConfig, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_TASK_BYTES,
+    DEFAULT_TRUST_DOMAIN, Listeners, Security, SecuritySettings,
 };
 use agentmesh_proto::parse_duration;
-use agentmesh_store::{
-    EtcdElection, EtcdRegistry, EtcdStore, MemoryStore, RedbStore, SoleLeader,
-    connect_etcd_with_retry,
-};
+use agentmesh_store::{EtcdElection, EtcdRegistry, EtcdStore, MemoryStore, RedbStore, SoleLeader};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +80,104 @@ struct Args {
     /// other: see docs/performance.md.
     #[arg(long, env = "MESH_RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     runtime_threads: Option<u16>,
+    /// The Ed25519 key this coordinator signs unanimity certificates with (`mesh-worker
+    /// keygen --out FILE` writes one). Without it, an ephemeral key, new at each start.
+    #[arg(long, env = "MESH_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// `required`: every result must carry its worker's valid signature (the default).
+    /// `off`: results are neither required to be signed nor checked, and no certificate
+    /// is made — only to measure what signing costs (mesh-bench).
+    #[arg(long, env = "MESH_SIGNATURES", default_value = "required", value_parser = ["required", "off"])]
+    signatures: String,
+    #[command(flatten)]
+    telemetry: agentmesh_telemetry::TelemetryArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
+    #[command(flatten)]
+    etcd_security: agentmesh_discovery::EtcdFlags,
+}
+
+/// TLS and authentication. Every file is read again on SIGHUP.
+#[derive(clap::Args, Debug)]
+struct SecurityArgs {
+    /// Serve both ports over TLS with this certificate chain (PEM). Also this
+    /// coordinator's client certificate when a standby forwards to the leader.
+    #[arg(long, env = "MESH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "MESH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Verify client certificates against this CA (mTLS): a certificate whose SAN URI is
+    /// spiffe://<trust-domain>/agentmesh/worker/<role> may serve that role. Turns
+    /// authentication on.
+    #[arg(
+        long,
+        env = "MESH_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// CAs trusted (besides the system's) for the leader's certificate when this
+    /// coordinator, as a standby, forwards to it.
+    #[arg(long, env = "MESH_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The principals (TOML: name, token_sha256 or spiffe_id, permissions). Turns
+    /// authentication on.
+    #[arg(long, env = "MESH_AUTH_FILE", value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// The trust domain of client certificates' SPIFFE IDs.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN, value_name = "NAME")]
+    trust_domain: String,
+    /// The name the leader's certificate is checked against when this coordinator, as a
+    /// standby, forwards to it (instead of the host of its advertised URL, e.g. a pod IP).
+    #[arg(long, env = "MESH_TLS_SERVER_NAME", value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// This coordinator's own token (of a principal with the `coordinator` permission):
+    /// sent when a standby forwards the call of a caller known by its certificate.
+    #[arg(long, env = "MESH_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without authentication: anyone who can reach
+    /// the ports may run sessions and join as any role.
+    #[arg(long, env = "MESH_INSECURE")]
+    insecure: bool,
+}
+
+/// Refuses to listen beyond loopback without authentication unless `--insecure`; says
+/// once how callers are let in.
+fn check_exposure(security: &Security, insecure: bool, addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    let shown = addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if security.settings().auth_enabled() {
+        tracing::info!("security: {} on {shown}", security.describe());
+        return Ok(());
+    }
+    let exposed: Vec<String> = addrs
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(SocketAddr::to_string)
+        .collect();
+    if exposed.is_empty() {
+        tracing::warn!(
+            "no authentication: this coordinator is open to anyone who can reach {shown} \
+             (loopback only; see --auth-file)"
+        );
+        return Ok(());
+    }
+    if !insecure {
+        anyhow::bail!(
+            "refusing to listen on {} without authentication: give --auth-file FILE (and \
+             --tls-cert/--tls-key), or --insecure to let in anyone who can reach it",
+            exposed.join(" and ")
+        );
+    }
+    tracing::warn!(
+        "--insecure: no authentication on {shown}: anyone who can reach it may run sessions \
+         and join as any role"
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -103,13 +199,31 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Logs (RUST_LOG, --log-format) and, with a collector configured, trace export;
+    // the guard sends the last spans when serving ends.
+    let _telemetry = agentmesh_telemetry::init(agentmesh_telemetry::Options {
+        service_name: "agentmesh-coordinator",
+        service_version: env!("CARGO_PKG_VERSION"),
+        instance_id: format!("{}-{}", args.id, agentmesh_telemetry::fresh_instance_id()),
+        attributes: vec![("agentmesh.coordinator.id", args.id.clone())],
+        log_format: args.telemetry.log_format,
+        default_filter: "info",
+        otlp_endpoint: args.telemetry.otlp_endpoint.clone(),
+        trace_content: false,
+    });
+    let (signing_key, ephemeral) =
+        agentmesh_proto::keys::load_or_generate(args.signing_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("--signing-key: {e}"))?;
+    if ephemeral {
+        tracing::warn!(public_key = %signing_key.public(), "no --signing-key: certificates are signed with an ephemeral key, new at each start");
+    } else {
+        tracing::info!(public_key = %signing_key.public(), "certificates are signed with the key of --signing-key");
+    }
+    if args.signatures == "off" {
+        tracing::warn!(
+            "--signatures off: results are not checked and no certificate is made (for measuring only)"
+        );
+    }
     let config = CoordinatorConfig {
         coordinator_id: args.id,
         phase_timeout: args.phase_timeout,
@@ -121,8 +235,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         default_max_rounds: args.default_max_rounds,
         heartbeat_interval: args.heartbeat_interval,
         watch_batch_window: args.watch_batch,
+        require_signatures: args.signatures == "required",
+        signing_key: std::sync::Arc::new(signing_key),
         ..CoordinatorConfig::default()
     };
+    let a = &args.security;
+    let security = Security::load(SecuritySettings {
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
+        tls_client_ca: a.tls_client_ca.clone(),
+        auth_file: a.auth_file.clone(),
+        trust_domain: Some(a.trust_domain.clone()),
+        tls_ca: a.tls_ca.clone(),
+        token_file: a.token_file.clone(),
+        tls_server_name: a.tls_server_name.clone(),
+    })?;
+    let scheme = if security.settings().tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let etcd_security = args.etcd_security.security()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
     // Tests and scripts bind port 0 and read the real address from this line.
@@ -134,12 +267,36 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         println!("http on {}", http.local_addr()?);
         Some(http)
     };
-    let advertise = args.advertise.unwrap_or_else(|| format!("http://{local}"));
+    let mut bound = vec![local];
+    if let Some(http) = &http {
+        bound.push(http.local_addr()?);
+    }
+    check_exposure(&security, args.security.insecure, &bound)?;
+    let advertise = args
+        .advertise
+        .unwrap_or_else(|| format!("{scheme}://{local}"));
     let advertise_http = match (&http, args.advertise_http) {
         (None, _) => None,
         (Some(_), Some(url)) => Some(url),
-        (Some(listener), None) => Some(format!("http://{}", listener.local_addr()?)),
+        (Some(listener), None) => Some(format!("{scheme}://{}", listener.local_addr()?)),
     };
+    // SIGHUP: certificates, the client CA, the auth file and our own token, read again
+    // and swapped in whole (or not at all); open streams keep going.
+    let reloading = security.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloading.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded ({})", reloading.describe()),
+                Err(e) => {
+                    tracing::error!("SIGHUP: kept the previous certificates and principals: {e:#}")
+                }
+            }
+        }
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -151,7 +308,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
 
     let backends = if !args.etcd.is_empty() {
-        let Some(client) = connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone())).await
+        let Some(client) = agentmesh_discovery::connect_etcd_with_retry_secured(
+            &args.etcd,
+            &etcd_security,
+            stopped(stop_rx.clone()),
+        )
+        .await
         else {
             tracing::info!("stopped before etcd was reachable");
             return Ok(());
@@ -194,5 +356,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         advertise,
         advertise_http,
     };
-    agentmesh_coordinator::run(listeners, config, backends, stopped(stop_rx)).await
+    agentmesh_coordinator::run_secured(listeners, config, backends, security, stopped(stop_rx))
+        .await
 }

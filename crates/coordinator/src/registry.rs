@@ -43,7 +43,22 @@ pub(crate) struct WorkerInfo {
     pub leased: bool,
     /// Where it runs, as its lease record says.
     pub address: String,
+    /// The Ed25519 key it announced in its Hello: its results must verify under it.
+    pub public_key: Option<agentmesh_core::trust::PublicKey>,
 }
+
+/// A worker key this coordinator has seen (`GET /.well-known/agentmesh-keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeenKey {
+    pub worker_id: String,
+    pub role: String,
+    pub public_key: agentmesh_core::trust::PublicKey,
+    /// When it was last announced (ms since the epoch).
+    pub seen_ms: i64,
+}
+
+/// How many seen worker keys are remembered; beyond, the least recently announced go.
+const SEEN_KEYS: usize = 4096;
 
 /// The header a worker is sent the first time it hears of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +79,8 @@ pub(crate) struct TurnOrder {
     /// For a review: the version under review and its hash.
     pub proposal: Option<(u32, String)>,
     pub deadline_ms: i64,
+    /// The trace the turn belongs to (its phase's span); empty when tracing is off.
+    pub trace_context: agentmesh_telemetry::TraceContext,
 }
 
 /// What the coordinator's inner layers send a worker; the gRPC edge turns each into a
@@ -216,6 +233,8 @@ pub(crate) struct Registry {
     leased: Mutex<BTreeMap<String, WorkerRecord>>,
     changes: watch::Sender<u64>,
     next_connection: std::sync::atomic::AtomicU64,
+    /// Worker keys announced to this coordinator, by (worker id, key).
+    seen: Mutex<BTreeMap<(String, agentmesh_core::trust::PublicKey), SeenKey>>,
 }
 
 impl Registry {
@@ -226,6 +245,7 @@ impl Registry {
             leased: Mutex::new(BTreeMap::new()),
             changes: watch::channel(0).0,
             next_connection: std::sync::atomic::AtomicU64::new(1),
+            seen: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -243,6 +263,9 @@ impl Registry {
         let mut workers = self.workers.lock().expect("registry lock");
         if workers.contains_key(&info.worker_id) {
             return Err(MeshError::WorkerAlreadyConnected(info.worker_id.clone()));
+        }
+        if let Some(key) = info.public_key {
+            self.saw_key(&info, key);
         }
         workers.insert(
             info.worker_id.clone(),
@@ -306,6 +329,49 @@ impl Registry {
         worker.sessions.insert(session_id.to_string());
         worker.info.load = worker.sessions.len() as u32;
         Some(chosen)
+    }
+
+    /// The key the connected worker `worker_id` announced.
+    pub fn public_key(&self, worker_id: &str) -> Option<agentmesh_core::trust::PublicKey> {
+        self.workers
+            .lock()
+            .expect("registry lock")
+            .get(worker_id)
+            .and_then(|w| w.info.public_key)
+    }
+
+    fn saw_key(&self, info: &WorkerInfo, key: agentmesh_core::trust::PublicKey) {
+        let mut seen = self.seen.lock().expect("seen lock");
+        seen.insert(
+            (info.worker_id.clone(), key),
+            SeenKey {
+                worker_id: info.worker_id.clone(),
+                role: info.role.clone(),
+                public_key: key,
+                seen_ms: info.connected_ms,
+            },
+        );
+        if seen.len() > SEEN_KEYS
+            && let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, k)| k.seen_ms)
+                .map(|(id, _)| id.clone())
+        {
+            seen.remove(&oldest);
+        }
+    }
+
+    /// Every worker key this coordinator has seen, by role and worker id.
+    pub fn seen_keys(&self) -> Vec<SeenKey> {
+        let mut keys: Vec<SeenKey> = self
+            .seen
+            .lock()
+            .expect("seen lock")
+            .values()
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (&a.role, &a.worker_id).cmp(&(&b.role, &b.worker_id)));
+        keys
     }
 
     /// The session no longer uses this worker.

@@ -104,6 +104,7 @@ impl Mesh {
         history: &[Effect],
     ) {
         let id = session.id().to_string();
+        let mode = session.mode();
         let (tx, rx) = mpsc::channel(SESSION_INBOX);
         // A resumed session's watchers see the same events the old leader published.
         let summary = session.summary();
@@ -114,11 +115,8 @@ impl Mesh {
             .expect("logs lock")
             .insert_running(&id, log.clone());
         let actor = SessionActor::new(self.clone(), session, log, rx, term);
-        tokio::spawn(
-            actor
-                .run(effects)
-                .instrument(tracing::info_span!("session", id = %id)),
-        );
+        let span = session_span(&id, mode);
+        tokio::spawn(actor.run(effects).instrument(span));
     }
 
     /// Rebuilds a stored session through the core: its state, the effects that continue
@@ -401,4 +399,25 @@ impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// A session actor's span. In logs it is a root (`session{id=...}`); in the trace it is
+/// the child of the span it was created in (a client's CreateSession), so the client's
+/// span roots the session's trace. A resumed session (a new leader) starts a trace.
+fn session_span(id: &str, mode: agentmesh_core::SessionMode) -> tracing::Span {
+    use agentmesh_telemetry::OpenTelemetrySpanExt;
+    use agentmesh_telemetry::genai::{GEN_AI_CONVERSATION_ID, MESH_SESSION_ID};
+    let span = tracing::info_span!(parent: None, "session", id = %id);
+    if agentmesh_telemetry::enabled() {
+        let _ = span.set_parent(tracing::Span::current().context());
+        span.set_attribute(MESH_SESSION_ID, id.to_string());
+        span.set_attribute(GEN_AI_CONVERSATION_ID, id.to_string());
+        let mode = if mode.is_broadcast() {
+            "broadcast"
+        } else {
+            "negotiation"
+        };
+        span.set_attribute("agentmesh.session.mode", mode);
+    }
+    span
 }

@@ -27,6 +27,7 @@
 
 use crate::errors::MeshError;
 use crate::events::EventLog;
+use crate::measure::{ModeLabels, PhaseLabels, RoleLabels, TurnOutcome};
 use crate::registry::{SessionHeader, ToWorker, TurnOrder};
 use crate::state::{Mesh, SessionCmd, Term};
 use agentmesh_core::{Applied, Effect, Entry, Input, Phase, Session, SessionSummary, TurnKey};
@@ -66,6 +67,14 @@ pub(crate) struct SessionActor {
     demand_changed: bool,
     /// The session is being failed after a refused write (see `abort`).
     aborting: bool,
+    /// The session's round and phase spans (only while tracing is on).
+    trace: SessionTrace,
+    /// When each role's open turn was dispatched (turn durations).
+    dispatched_at: HashMap<String, Instant>,
+    /// The working phase the session is in, and since when (phase durations).
+    phase_since: Option<(Phase, Instant)>,
+    /// When the current round began (round durations).
+    round_since: Option<Instant>,
 }
 
 /// Why an actor stops before its session ends.
@@ -101,13 +110,17 @@ impl SessionActor {
             held_acks: Vec::new(),
             demand_changed: true,
             aborting: false,
+            trace: SessionTrace::default(),
+            dispatched_at: HashMap::new(),
+            phase_since: None,
+            round_since: None,
         }
     }
 
     pub async fn run(mut self, initial: Vec<Effect>) {
         let id = self.session.id().to_string();
         match self.run_until_ended(initial).await {
-            Ok(()) => {}
+            Ok(()) => self.mesh.measures.session_ended(self.session.status()),
             Err(Stop::TermEnded) => {
                 self.mesh.demand.remove(&id);
                 tracing::info!("leadership term ended; the next leader continues this session");
@@ -154,9 +167,7 @@ impl SessionActor {
                     Some(cmd) => Box::pin(self.handle(cmd)).await?,
                     None => return Err(Stop::TermEnded),
                 },
-                () = sleep_until(deadline) => {
-                    let _ = Box::pin(self.step(Input::Tick)).await?;
-                }
+                () = sleep_until(deadline) => Box::pin(self.tick()).await?,
                 Ok(()) = changes.changed(), if !self.needed.is_empty() => {
                     Box::pin(self.fill_needed()).await?;
                 }
@@ -180,10 +191,15 @@ impl SessionActor {
                     reply,
                 };
                 match self.session.apply(self.now_ms(), input) {
-                    Err(rejection) => self.ack(&worker_id, turn, Err(rejection.into())),
+                    Err(rejection) => {
+                        let refusal = MeshError::from(rejection);
+                        self.count_turn(&turn.role, TurnOutcome::rejected, refusal.kind().name());
+                        self.ack(&worker_id, turn, Err(refusal));
+                    }
                     Ok(mut applied) => {
                         if !applied.duplicate {
                             self.mesh.registry.count_turn(&worker_id);
+                            self.count_accepted(&turn.role, &applied);
                         }
                         // The ack needs only the seq: the effects (and the entry) move on.
                         let effects = std::mem::take(&mut applied.effects);
@@ -210,6 +226,7 @@ impl SessionActor {
                 let outcome = match self.session.apply(self.now_ms(), input) {
                     Err(rejection) => Err(rejection.into()),
                     Ok(applied) => {
+                        self.count_turn(&turn.role, TurnOutcome::failed, "");
                         // The retry carries the whole transcript: a failed turn may have
                         // been a worker that lost its copy.
                         self.cursors.insert(worker_id.clone(), 0);
@@ -224,10 +241,22 @@ impl SessionActor {
             SessionCmd::WorkerLost { worker_id } => {
                 self.cursors.remove(&worker_id);
                 self.announced.remove(&worker_id);
-                if self.session.assignments().values().any(|w| *w == worker_id) {
+                let lost_roles: Vec<String> = self
+                    .session
+                    .assignments()
+                    .iter()
+                    .filter(|(_, w)| **w == worker_id)
+                    .map(|(role, _)| role.clone())
+                    .collect();
+                if !lost_roles.is_empty() {
                     self.former_holders.insert(worker_id.clone());
                 }
-                let _ = self.step(Input::WorkerLost { worker_id }).await?;
+                let open: Vec<String> = self.session.awaiting().map(str::to_string).collect();
+                if self.step(Input::WorkerLost { worker_id }).await?.is_ok() {
+                    for role in lost_roles.iter().filter(|r| open.contains(r)) {
+                        self.count_turn(role, TurnOutcome::reassigned, "");
+                    }
+                }
             }
             SessionCmd::Holds { worker_id, role } => {
                 let holder = self.session.assignments().get(&*role);
@@ -248,6 +277,82 @@ impl SessionActor {
             }
         }
         Ok(())
+    }
+
+    /// A deadline passed. Turns still open when it fails the session timed out.
+    async fn tick(&mut self) -> Result<(), Stop> {
+        let open: Vec<String> = self.session.awaiting().map(str::to_string).collect();
+        let _ = self.step(Input::Tick).await?;
+        if self.session.status() == agentmesh_core::Status::Failed {
+            for role in &open {
+                self.count_turn(role, TurnOutcome::timed_out, "");
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a turn's outcome, by role; a role that is no participant (a result naming
+    /// any role it likes) counts as `other`, so the label stays bounded.
+    fn count_turn(&self, role: &str, outcome: TurnOutcome, code: &'static str) {
+        let role = if self.session.participants().iter().any(|r| r == role) {
+            role
+        } else {
+            "other"
+        };
+        self.mesh.measures.turn(role, outcome, code);
+    }
+
+    /// An accepted result: its turn's duration and its tokens.
+    fn count_accepted(&mut self, role: &str, applied: &Applied) {
+        self.count_turn(role, TurnOutcome::accepted, "");
+        if let Some(at) = self.dispatched_at.remove(role) {
+            self.mesh
+                .measures
+                .turn_duration
+                .get_or_create(&RoleLabels {
+                    role: role.to_string(),
+                })
+                .observe(at.elapsed().as_secs_f64());
+        }
+        if let Some(Effect::Appended(entry)) = applied.effects.first() {
+            self.mesh
+                .measures
+                .tokens(role, entry.prompt_tokens, entry.completion_tokens);
+        }
+    }
+
+    /// The session moved to `status` in `round`: how long the phase (and the round)
+    /// before it took.
+    fn observe_status(&mut self, status: agentmesh_core::Status, round: u32) {
+        let now = Instant::now();
+        if let Some((phase, since)) = self.phase_since.take() {
+            self.mesh
+                .measures
+                .phase_duration
+                .get_or_create(&PhaseLabels {
+                    phase: phase.to_string(),
+                })
+                .observe((now - since).as_secs_f64());
+        }
+        let round_begins = status == agentmesh_core::Status::Contribute && round > 0;
+        if (round_begins || status.is_terminal())
+            && let Some(since) = self.round_since.take()
+        {
+            let mode = if self.session.mode().is_broadcast() {
+                "broadcast"
+            } else {
+                "negotiation"
+            };
+            self.mesh
+                .measures
+                .round_duration
+                .get_or_create(&ModeLabels { mode })
+                .observe((now - since).as_secs_f64());
+        }
+        if round_begins {
+            self.round_since = Some(now);
+        }
+        self.phase_since = status.phase().map(|phase| (phase, now));
     }
 
     /// One transition: apply, then carry out. The inner result is the core's verdict
@@ -276,6 +381,11 @@ impl SessionActor {
                 // Everything else changes the header or sends something out: write first.
                 other => {
                     write_now = true;
+                    // The next phase's span opens before its turns go out (some leave
+                    // before the write).
+                    if let Effect::StatusChanged { status, round } = &other {
+                        self.trace.status_changed(*status, *round);
+                    }
                     rest.push(other);
                 }
             }
@@ -317,6 +427,7 @@ impl SessionActor {
                 // Published by `write`, in seq order, once durable.
                 Effect::Appended(_) => {}
                 Effect::StatusChanged { status, round } => {
+                    self.observe_status(status, round);
                     let awaiting = self.session.awaiting().map(str::to_string).collect();
                     tracing::info!(%status, round, "status");
                     self.mesh.mesh_log().session_changed(now, &summary);
@@ -410,18 +521,31 @@ impl SessionActor {
     /// the entries. Retries while the store is unreachable; stops the actor when the
     /// store says this coordinator no longer leads; reports any other refusal.
     async fn write(&mut self) -> Result<SessionSummary, Written> {
-        let summary = self.session.summary();
+        let mut summary = self.session.summary();
+        // A CONSENSUS ends with the unanimity certificate, signed by this coordinator.
+        if let Some(mut certificate) = self.session.certificate() {
+            certificate.sign(&self.mesh.config.signing_key);
+            summary.certificate = Some(certificate);
+        }
         let mut backoff =
             agentmesh_proto::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         // After an unanswered write, etcd may have committed it anyway.
         let mut maybe_applied = false;
         loop {
-            match self
+            let started = Instant::now();
+            let written = self
                 .mesh
                 .store
                 .write(&self.term.fence, &summary, &self.unwritten)
-                .await
-            {
+                .await;
+            let outcome = match &written {
+                Ok(()) => "ok",
+                Err(e) if e.is_retryable() => "unavailable",
+                Err(StoreError::Fenced(_)) => "fenced",
+                Err(_) => "refused",
+            };
+            self.mesh.measures.store_write(outcome, started.elapsed());
+            match written {
                 Ok(()) => break,
                 Err(StoreError::SeqGap { .. }) if maybe_applied && self.already_stored().await => {
                     tracing::info!("an unanswered write had been committed");
@@ -581,6 +705,7 @@ impl SessionActor {
                 tracing::info!(%role, %worker_id, "assigned");
                 let input = Input::Assign {
                     role,
+                    key: self.mesh.registry.public_key(&worker_id),
                     worker_id: worker_id.clone(),
                 };
                 match self.session.apply(self.now_ms(), input) {
@@ -678,6 +803,7 @@ impl SessionActor {
             delta,
             proposal,
             deadline_ms,
+            trace_context: self.trace.turn_context(),
         };
         let transcript_len = transcript.len() as u64;
         tracing::debug!(%worker_id, round = turn.round, phase = %turn.phase, attempt = turn.attempt, "dispatch");
@@ -686,6 +812,7 @@ impl SessionActor {
             .registry
             .send(worker_id, ToWorker::Turn(Box::new(order)))
         {
+            self.dispatched_at.insert(turn.role.clone(), Instant::now());
             self.cursors.insert(worker_id.to_string(), transcript_len);
             self.announced.insert(worker_id.to_string());
         }
@@ -703,5 +830,80 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A session's trace below its `session` span: a `round` span per round (FRAMING, round 0,
+/// sits directly under the session) and a span per phase (named by the phase) under it,
+/// each opened on the status change that starts it and closed on the next. Turns carry
+/// their phase span's context to the workers. Nothing is built while tracing is off.
+#[derive(Default)]
+struct SessionTrace {
+    /// The actor's `session` span (the span its task runs in), once known.
+    session: Option<tracing::Span>,
+    round: Option<(u32, tracing::Span)>,
+    phase: Option<tracing::Span>,
+    /// The phase span's W3C context, shared by every turn of the phase.
+    context: agentmesh_telemetry::TraceContext,
+}
+
+impl SessionTrace {
+    fn status_changed(&mut self, status: agentmesh_core::Status, round: u32) {
+        use agentmesh_telemetry::genai::{MESH_PHASE, MESH_ROUND, MESH_STATUS};
+        if !agentmesh_telemetry::enabled() {
+            return;
+        }
+        let session = self
+            .session
+            .get_or_insert_with(tracing::Span::current)
+            .clone();
+        // The previous phase ends here.
+        self.phase = None;
+        self.context = agentmesh_telemetry::TraceContext::default();
+        let Some(phase) = status.phase() else {
+            // Ended: the round closes and the session span says how it ended.
+            self.round = None;
+            agentmesh_telemetry::OpenTelemetrySpanExt::set_attribute(
+                &session,
+                MESH_STATUS,
+                status.to_string(),
+            );
+            if matches!(
+                status,
+                agentmesh_core::Status::Failed | agentmesh_core::Status::Cancelled
+            ) {
+                agentmesh_telemetry::record_error(&session, &status.to_string(), "session ended");
+            }
+            return;
+        };
+        let parent = if round == 0 {
+            self.round = None;
+            session
+        } else {
+            if self.round.as_ref().is_none_or(|(n, _)| *n != round) {
+                // Integers as i64: tracing-opentelemetry exports other types as text.
+                let span = tracing::info_span!(parent: &session, "round", { MESH_ROUND } = i64::from(round));
+                self.round = Some((round, span));
+            }
+            self.round
+                .as_ref()
+                .map(|(_, span)| span.clone())
+                .expect("set above")
+        };
+        let name = phase.to_string();
+        let span = tracing::info_span!(
+            parent: &parent,
+            "phase",
+            otel.name = %name,
+            { MESH_PHASE } = %name,
+            { MESH_ROUND } = i64::from(round),
+        );
+        self.context = agentmesh_telemetry::TraceContext::of(&span);
+        self.phase = Some(span);
+    }
+
+    /// The context a turn dispatched now carries.
+    fn turn_context(&self) -> agentmesh_telemetry::TraceContext {
+        self.context.clone()
     }
 }

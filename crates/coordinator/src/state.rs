@@ -101,6 +101,8 @@ pub(crate) struct Mesh {
     pub(crate) doubt: tokio::sync::Notify,
     /// What each role is needed for now (live sessions holding / waiting for it).
     pub demand: crate::demand::Demand,
+    /// Durations and counts for `/metrics`.
+    pub measures: crate::measure::Measures,
     /// Store lookups for results of sessions not running here.
     pub(crate) stray_lookups: Arc<tokio::sync::Semaphore>,
 }
@@ -129,6 +131,7 @@ impl Mesh {
             shutdown: CancellationToken::new(),
             doubt: tokio::sync::Notify::new(),
             demand: crate::demand::Demand::default(),
+            measures: crate::measure::Measures::default(),
             stray_lookups: Arc::new(tokio::sync::Semaphore::new(STRAY_LOOKUPS)),
         })
     }

@@ -41,6 +41,7 @@ fn mesh() -> Arc<Mesh> {
         LeaderAddress {
             grpc: "http://127.0.0.1:1".into(),
             http: None,
+            key: None,
         },
     );
     mesh.begin_term(Fence::Unfenced);
@@ -62,6 +63,7 @@ fn join(mesh: &Mesh, id: &str, role: &str) -> Worker {
         capacity: 4,
         connected: true,
         leased: true,
+        public_key: Some(agentmesh_core::trust::testing::key_of(id).public()),
         ..WorkerInfo::default()
     };
     let connection = mesh
@@ -96,11 +98,18 @@ impl Worker {
         order: &TurnOrder,
         entry_type: agentmesh_core::EntryType,
     ) {
-        let reply = Reply {
+        let mut reply = Reply {
             entry_type: Some(entry_type),
             content: format!("{} by {}", order.turn.phase, self.id),
             ..Reply::default()
         };
+        let reviewed = order.proposal.as_ref().map_or("", |(_, h)| h.as_str());
+        agentmesh_core::trust::testing::key_of(&self.id).sign_reply(
+            &order.session_id,
+            &order.turn,
+            reviewed,
+            &mut reply,
+        );
         mesh.submit_result(&self.id, &order.session_id, order.turn.clone(), reply)
             .await;
     }

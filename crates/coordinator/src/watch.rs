@@ -43,14 +43,11 @@ pub(crate) async fn session_events(
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let shutdown = mesh.shutdown.clone();
     let term = mesh.term().token;
-    tokio::spawn(follow_session(
-        log,
-        from_seq,
-        tx,
-        batch_window,
-        shutdown,
-        term,
-    ));
+    let watching = mesh.measures.watching("session");
+    tokio::spawn(async move {
+        follow_session(log, from_seq, tx, batch_window, shutdown, term).await;
+        drop(watching);
+    });
     Ok(rx)
 }
 
@@ -127,7 +124,9 @@ pub(crate) async fn mesh_events(
     }
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let mesh = mesh.clone();
+    let watching = mesh.measures.watching("mesh");
     tokio::spawn(async move {
+        let _watching = watching;
         let mut changes = log.subscribe();
         let term = mesh.term().token;
         let mut next = from_seq;

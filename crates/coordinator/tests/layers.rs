@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module's layer, outermost first. A module may use its own layer's
 /// modules and those below; never one above.
-const LAYERS: [(&str, u8); 15] = [
+const LAYERS: [(&str, u8); 16] = [
     ("edge", 0),
     ("leadership", 1),
     ("watch", 1),
@@ -17,6 +17,7 @@ const LAYERS: [(&str, u8); 15] = [
     ("registry", 4),
     ("events", 4),
     ("demand", 4),
+    ("measure", 4),
     ("config", 5),
     ("errors", 5),
     ("clock", 5),

@@ -2,6 +2,7 @@
 //! (author role, UTC timestamp, type, content) plus what a distributed negotiation needs
 //! (seq, round, phase, worker, verdict, the proposal hash a decision names).
 
+use crate::trust::{Digest32, PublicKey};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -144,7 +145,9 @@ pub struct Entry {
     pub proposal_hash: String,
     /// The proposal version this entry creates or judges; 0 when it names none.
     pub proposal_version: u32,
-    /// The worker's signature over `proposal_hash`; empty until worker keys exist.
+    /// The worker's Ed25519 signature over the entry's statement
+    /// ([`crate::trust::entry_statement`]); hex in JSON.
+    #[serde(with = "crate::trust::hex_bytes")]
     pub signature: Vec<u8>,
     /// Model tokens the reply cost: the prompt(s) sent and the completion(s) received,
     /// retries included. 0 for brains that call no model.
@@ -152,6 +155,16 @@ pub struct Entry {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// The attempt of the turn this entry answered (part of what the worker signed).
+    #[serde(default)]
+    pub attempt: u32,
+    /// The public key of the worker that wrote it, as it announced it in its Hello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
+    /// SHA-256 over the previous entry's chain hash (or the session's genesis) and this
+    /// entry's canonical bytes, signature included ([`crate::trust::chain_hash`]).
+    #[serde(default)]
+    pub chain_hash: Digest32,
 }
 
 impl Entry {
@@ -188,13 +201,14 @@ impl Entry {
     /// An upper bound of the length of this entry as JSON.
     fn stored_len_bound(&self) -> usize {
         let text = |s: &str| 6 * s.len() + 3;
-        // Field names, punctuation, numbers and enum names take well under 1 KiB.
+        // Field names, punctuation, numbers, enum names, the key and the chain hash (hex)
+        // take well under 1 KiB.
         1024 + text(&self.role)
             + text(&self.worker_id)
             + text(&self.content)
             + text(&self.proposal_hash)
             + self.concerns.iter().map(|c| text(c)).sum::<usize>()
-            // A byte array: at most "255," per byte.
+            // Hex, or (older stores) an array: at most "255," per byte.
             + 4 * self.signature.len()
     }
 

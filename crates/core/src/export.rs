@@ -13,6 +13,7 @@
 
 use crate::entry::{Entry, EntryType, Phase, Verdict};
 use crate::session::{Objection, SessionSummary, Status};
+use crate::trust::{Certificate, Digest32, PublicKey};
 use crate::utc;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -75,6 +76,9 @@ pub struct SessionDoc {
     /// A broadcast (benchmark) session's rounds; absent for a negotiation.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub broadcast_rounds: u32,
+    /// A CONSENSUS session's unanimity certificate, signed by its coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -99,13 +103,25 @@ pub struct EntryDoc {
     pub concerns: Vec<String>,
     pub proposal_hash: String,
     pub proposal_version: u32,
-    /// Hex of the signature bytes.
+    /// Hex of the worker's Ed25519 signature over the entry's statement.
     pub signature: String,
     /// Model tokens this entry's reply cost (0 for brains that call no model).
     #[serde(default)]
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// The attempt of the turn the entry answered.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Hex SHA-256 of `content` (derived, for readers; `meshctl verify` checks it).
+    #[serde(default)]
+    pub content_sha256: String,
+    /// Hex of the worker's public key; empty when it announced none.
+    #[serde(default)]
+    pub public_key: String,
+    /// Hex of the entry's chain hash.
+    #[serde(default)]
+    pub chain_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +153,7 @@ impl ExportDoc {
                 prompt_tokens: session.prompt_tokens,
                 completion_tokens: session.completion_tokens,
                 broadcast_rounds: session.broadcast_rounds,
+                certificate: session.certificate.clone(),
             },
             entries: entries.iter().map(EntryDoc::from).collect(),
         }
@@ -163,6 +180,7 @@ impl ExportDoc {
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
             broadcast_rounds: s.broadcast_rounds,
+            certificate: s.certificate,
         };
         let entries = self
             .entries
@@ -192,6 +210,10 @@ impl From<&Entry> for EntryDoc {
             signature: hex::encode(&e.signature),
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
+            attempt: e.attempt,
+            content_sha256: Digest32::from_content(&e.content).to_hex(),
+            public_key: e.public_key.map_or(String::new(), |k| k.to_hex()),
+            chain_hash: e.chain_hash.to_hex(),
         }
     }
 }
@@ -216,6 +238,21 @@ impl TryFrom<EntryDoc> for Entry {
                 .map_err(|e| format!("entry {}: bad signature hex: {e}", d.seq))?,
             prompt_tokens: d.prompt_tokens,
             completion_tokens: d.completion_tokens,
+            attempt: d.attempt,
+            public_key: if d.public_key.is_empty() {
+                None
+            } else {
+                Some(
+                    PublicKey::parse(&d.public_key)
+                        .map_err(|e| format!("entry {}: public_key: {e}", d.seq))?,
+                )
+            },
+            chain_hash: if d.chain_hash.is_empty() {
+                Digest32::default()
+            } else {
+                Digest32::from_hex(&d.chain_hash)
+                    .map_err(|e| format!("entry {}: chain_hash: {e}", d.seq))?
+            },
         })
     }
 }
@@ -252,6 +289,9 @@ mod tests {
             signature: vec![],
             prompt_tokens: 0,
             completion_tokens: 0,
+            attempt: 1,
+            public_key: None,
+            chain_hash: Digest32::default(),
         }
     }
 
@@ -292,6 +332,8 @@ mod tests {
             "<script>x</script> \"quoted\"",
         );
         e.signature = vec![1, 2, 255];
+        e.public_key = Some(crate::trust::KeyPair::from_seed([3; 32]).public());
+        e.chain_hash = Digest32([4; 32]);
         e.prompt_tokens = 1234;
         e.completion_tokens = 56;
         let summary = SessionSummary {
@@ -315,6 +357,7 @@ mod tests {
             prompt_tokens: 1234,
             completion_tokens: 56,
             broadcast_rounds: 0,
+            certificate: None,
         };
         let text = json(&summary, std::slice::from_ref(&e));
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();

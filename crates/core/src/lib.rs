@@ -16,12 +16,16 @@
 //! - [`export`]: the markdown "communication file" and the lossless JSON export.
 //! - [`utc`]: UTC calendar formatting of epoch milliseconds, without a clock.
 //! - [`hash`]: the SHA-256 that names a proposal version.
+//! - [`trust`]: the canonical encodings, worker signatures, the transcript's hash chain,
+//!   the unanimity certificate and the offline verifier (`docs/verification.md`).
 
 pub mod entry;
 pub mod export;
 pub mod hash;
 pub mod session;
+pub mod trust;
 pub mod utc;
+pub mod verify;
 
 pub use entry::{Entry, EntryType, Phase, Verdict};
 pub use session::{

@@ -32,6 +32,7 @@
 
 use crate::entry::{Entry, EntryType, Phase, Verdict};
 use crate::hash::proposal_hash;
+use crate::trust::{self, Certificate, Digest32, PublicKey, WorkerKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -51,6 +52,11 @@ pub struct SessionConfig {
     /// reply whose entry would not fit is refused before it is accepted, so the phase's
     /// write can never be refused for its size.
     pub max_stored_entry_bytes: usize,
+    /// Every result must carry its worker's Ed25519 signature over its statement
+    /// ([`crate::trust::reply_statement`]), verified under the key the worker announced,
+    /// before it is accepted. Off only to measure what signing costs (`mesh-bench`):
+    /// then signatures are kept as sent, unchecked. The chain is kept either way.
+    pub require_signatures: bool,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +67,7 @@ impl Default for SessionConfig {
             max_turn_attempts: 3,
             max_content_bytes: 512 * 1024,
             max_stored_entry_bytes: 1024 * 1024,
+            require_signatures: true,
         }
     }
 }
@@ -289,8 +296,13 @@ pub struct Objection {
 /// Everything that can happen to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// The driver found `worker_id` for `role` (answering [`Effect::NeedWorker`]).
-    Assign { role: String, worker_id: String },
+    /// The driver found `worker_id` for `role` (answering [`Effect::NeedWorker`]); `key`
+    /// is the public key the worker announced (its results must verify under it).
+    Assign {
+        role: String,
+        worker_id: String,
+        key: Option<PublicKey>,
+    },
     /// A worker answered a turn.
     Result {
         worker_id: String,
@@ -345,6 +357,10 @@ pub enum RejectKind {
     NotAssigned,
     /// The reply is larger than the session accepts.
     TooLarge,
+    /// The result is not signed by the key its worker announced: no signature, a
+    /// malformed one, or one that does not verify over this turn and what it says (another
+    /// worker's key, another session's or round's result replayed, a changed field).
+    BadSignature,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +384,9 @@ impl Rejection {
     }
     fn not_assigned(message: impl Into<String>) -> Self {
         Self::new(RejectKind::NotAssigned, message)
+    }
+    fn bad_signature(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::BadSignature, message)
     }
 }
 
@@ -416,6 +435,10 @@ pub struct SessionSummary {
     /// A broadcast session's rounds ([`SessionMode::Broadcast`]); 0 for a negotiation.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub broadcast_rounds: u32,
+    /// A CONSENSUS session's unanimity certificate, signed by the coordinator that ran it
+    /// (the core builds it unsigned: [`Session::certificate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -464,6 +487,10 @@ pub struct Session {
     deadline_ms: i64,
     reason: String,
     assignments: BTreeMap<String, String>,
+    /// The public key each role's holder announced, parsed once.
+    keys: BTreeMap<String, WorkerKey>,
+    /// Where the transcript's hash chain starts ([`trust::genesis`]).
+    genesis: Digest32,
     /// The turns of the current phase still awaited: role -> current attempt.
     awaiting: BTreeMap<String, u32>,
     /// Worker-reported failures of the current phase's turns, per role.
@@ -503,6 +530,8 @@ impl Session {
         participants.extend(spec.specialists.iter().cloned());
         let session = Session {
             deadline_ms: now_ms.saturating_add(config.pending_timeout_ms),
+            genesis: trust::genesis(&spec.id, &spec.task),
+            keys: BTreeMap::new(),
             spec,
             mode,
             config,
@@ -610,6 +639,7 @@ impl Session {
                             Input::Assign {
                                 role,
                                 worker_id: holder,
+                                key: None,
                             },
                         )
                         .map_err(|r| format!("session {id}: {r}"))?
@@ -619,7 +649,9 @@ impl Session {
         }
         for entry in transcript {
             let at = entry.timestamp_ms;
-            if session.assignments.get(&entry.role) != Some(&entry.worker_id) {
+            let holds = session.assignments.get(&entry.role) == Some(&entry.worker_id)
+                && session.keys.get(&entry.role).map(WorkerKey::public) == entry.public_key;
+            if !holds {
                 // The role's holder in the replay gives it up, and so does the entry's
                 // worker if it holds another role here (worker ids are the workers' own:
                 // one may be named like a placeholder, or have held another role before
@@ -634,11 +666,12 @@ impl Session {
                         Input::Assign {
                             role: entry.role.clone(),
                             worker_id: entry.worker_id.clone(),
+                            key: entry.public_key,
                         },
                     )
                     .map_err(|r| corrupt(entry, r.message))?;
             }
-            let turn = session
+            let mut turn = session
                 .awaited_turn(&entry.role)
                 .ok_or_else(|| corrupt(entry, format!("role {} has no open turn", entry.role)))?;
             if (turn.round, turn.phase) != (entry.round, entry.phase) {
@@ -650,6 +683,10 @@ impl Session {
                     ),
                 ));
             }
+            // The entry names the attempt its worker answered (and signed); the replay
+            // cannot count the failed attempts before it, which left no entry.
+            turn.attempt = entry.attempt;
+            session.awaiting.insert(entry.role.clone(), entry.attempt);
             let reply = Reply {
                 entry_type: Some(entry.entry_type),
                 content: entry.content.clone(),
@@ -677,6 +714,20 @@ impl Session {
                     format!("it replays as seq {:?}", applied.seq),
                 ));
             }
+            // The chain: a new leader refuses a store whose entries were changed, removed
+            // or reordered (signatures were verified by the replay itself).
+            let rebuilt = session.transcript.last().map(|e| e.chain_hash);
+            if rebuilt != Some(entry.chain_hash) {
+                return Err(corrupt(
+                    entry,
+                    format!(
+                        "its chain hash {} is not {}, the hash of the entry over the one \
+                         before it: the stored transcript was altered",
+                        entry.chain_hash,
+                        rebuilt.unwrap_or_default()
+                    ),
+                ));
+            }
             // What the rules derive (timestamp, proposal hash and version, verdict fields
             // only on reviews) must be what was stored, or the restored transcript would
             // differ from the durable one.
@@ -690,6 +741,7 @@ impl Session {
         // Nobody holds a role after a takeover, and the old holders' attempts die with
         // the old coordinator: a late result from one of them is stale.
         session.assignments.clear();
+        session.keys.clear();
         for attempt in session.awaiting.values_mut() {
             *attempt += 1;
         }
@@ -754,6 +806,34 @@ impl Session {
     pub fn current_proposal(&self) -> Option<(u32, &str)> {
         self.proposal.as_ref().map(|p| (p.version, p.hash.as_str()))
     }
+    /// The unsigned unanimity certificate of a session that ended in CONSENSUS with every
+    /// approval signed; the coordinator signs it ([`Certificate::sign`]) and stores it in
+    /// the session's header.
+    pub fn certificate(&self) -> Option<Certificate> {
+        if self.status != Status::Consensus {
+            return None;
+        }
+        let fin = self.final_proposal.as_ref()?;
+        Certificate::build(
+            &self.spec.id,
+            &self.spec.task,
+            &self.participants,
+            fin.version,
+            &fin.hash,
+            &self.transcript,
+        )
+    }
+
+    /// The public key `role`'s holder announced, if it holds the role.
+    pub fn key_of(&self, role: &str) -> Option<PublicKey> {
+        self.keys.get(role).map(WorkerKey::public)
+    }
+
+    /// Where the transcript's chain starts.
+    pub fn genesis(&self) -> Digest32 {
+        self.genesis
+    }
+
     /// When the driver must next deliver [`Input::Tick`], if ever.
     pub fn next_deadline(&self) -> Option<i64> {
         (!self.status.is_terminal()).then_some(self.deadline_ms)
@@ -781,6 +861,7 @@ impl Session {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             broadcast_rounds: self.mode.broadcast_rounds(),
+            certificate: None,
         }
     }
 
@@ -801,7 +882,11 @@ impl Session {
             };
         }
         let applied = match input {
-            Input::Assign { role, worker_id } => self.on_assign(now_ms, role, worker_id)?,
+            Input::Assign {
+                role,
+                worker_id,
+                key,
+            } => self.on_assign(now_ms, role, worker_id, key)?,
             Input::Result {
                 worker_id,
                 turn,
@@ -842,6 +927,7 @@ impl Session {
         now_ms: i64,
         role: String,
         worker_id: String,
+        key: Option<PublicKey>,
     ) -> Result<Applied, Rejection> {
         if !self.participants.contains(&role) {
             return Err(Rejection::not_assigned(format!(
@@ -860,7 +946,15 @@ impl Session {
                 self.spec.id
             )));
         }
+        let key = key
+            .map(|k| k.verifier())
+            .transpose()
+            .map_err(|why| Rejection::invalid(format!("worker {worker_id}: {why}")))?;
         self.assignments.insert(role.clone(), worker_id);
+        match key {
+            Some(key) => self.keys.insert(role.clone(), key),
+            None => self.keys.remove(&role),
+        };
         self.updated_ms = now_ms;
         let mut effects = Vec::new();
         if self.status == Status::Pending {
@@ -1015,9 +1109,12 @@ impl Session {
             concerns: Vec::new(),
             proposal_hash: String::new(),
             proposal_version: 0,
-            signature: Vec::new(),
+            signature: reply.signature,
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
+            attempt: turn.attempt,
+            public_key: self.keys.get(&turn.role).map(WorkerKey::public),
+            chain_hash: Digest32::default(),
         };
         match turn.phase {
             Phase::Synthesize => {
@@ -1048,17 +1145,10 @@ impl Session {
                     Verdict::Invalid => {}
                 }
                 entry.verdict = Some(verdict);
-                entry.concerns = reply
-                    .concerns
-                    .into_iter()
-                    .filter(|c| !c.trim().is_empty())
-                    .collect();
-                if verdict == Verdict::Invalid && entry.concerns.is_empty() {
-                    entry.concerns.push("the review was invalid".to_string());
-                }
+                entry.concerns =
+                    trust::kept_concerns(Phase::Review, Some(verdict), &reply.concerns);
                 entry.proposal_hash = proposal.hash.clone();
                 entry.proposal_version = proposal.version;
-                entry.signature = reply.signature;
             }
             Phase::Framing | Phase::Contribute => {}
         }
@@ -1072,7 +1162,61 @@ impl Session {
                 ),
             ));
         }
+        let content_sha256 = Digest32::from_content(&entry.content);
+        if self.config.require_signatures {
+            self.check_signature(worker_id, &entry, content_sha256)?;
+        }
+        let prev = self
+            .transcript
+            .last()
+            .map_or(self.genesis, |e| e.chain_hash);
+        entry.chain_hash = trust::chain_hash(&prev, &entry, &content_sha256);
         Ok(entry)
+    }
+
+    /// The entry's signature must be its worker's, over its statement: this session, this
+    /// turn (round, phase, role, attempt) and what it says. A result signed by another key,
+    /// or replayed from another session, round or attempt, does not verify.
+    fn check_signature(
+        &self,
+        worker_id: &str,
+        entry: &Entry,
+        content_sha256: Digest32,
+    ) -> Result<(), Rejection> {
+        let Some(key) = self.keys.get(&entry.role) else {
+            return Err(Rejection::bad_signature(format!(
+                "worker {worker_id} announced no public key; every result must be signed"
+            )));
+        };
+        if entry.signature.is_empty() {
+            return Err(Rejection::bad_signature(format!(
+                "the result carries no signature; worker {worker_id} must sign it with \
+                 its key {}",
+                key.public().short()
+            )));
+        }
+        if entry.signature.len() != trust::SIGNATURE_LEN {
+            return Err(Rejection::bad_signature(format!(
+                "the signature is {} bytes; an Ed25519 signature is {}",
+                entry.signature.len(),
+                trust::SIGNATURE_LEN
+            )));
+        }
+        let statement = trust::entry_statement(&self.spec.id, entry, content_sha256).encode();
+        if !key.verifies(&statement, &entry.signature) {
+            return Err(Rejection::bad_signature(format!(
+                "the signature does not verify under worker {worker_id}'s key {} over \
+                 session {} round {} {} role {} attempt {} and what the result says \
+                 (signed by another key, or for another session, turn or content)",
+                key.public().short(),
+                self.spec.id,
+                entry.round,
+                entry.phase,
+                entry.role,
+                entry.attempt
+            )));
+        }
+        Ok(())
     }
 
     /// Folds an accepted entry into the phase logic: advance when the phase is complete.
@@ -1254,6 +1398,7 @@ impl Session {
             .collect();
         for role in lost {
             self.assignments.remove(&role);
+            self.keys.remove(&role);
             self.updated_ms = now_ms;
             // Retire the open attempt now, so a late result from the lost worker is stale
             // even if it reconnects before a replacement is found.
@@ -1326,6 +1471,7 @@ impl Session {
             status,
             round: self.round,
         });
+        self.keys.clear();
         for (_, worker_id) in std::mem::take(&mut self.assignments) {
             effects.push(Effect::Release { worker_id });
         }

@@ -9,6 +9,27 @@ use agentmesh_core::{
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
+/// Every input as a well-behaved worker sends it: assignments with the worker's test key,
+/// results signed by it (`agentmesh_core::trust::testing`).
+trait ApplySigned {
+    fn apply_signed(
+        &mut self,
+        now: i64,
+        input: agentmesh_core::Input,
+    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection>;
+}
+
+impl ApplySigned for agentmesh_core::Session {
+    fn apply_signed(
+        &mut self,
+        now: i64,
+        input: agentmesh_core::Input,
+    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection> {
+        let input = agentmesh_core::trust::testing::signed(self, input);
+        self.apply(now, input)
+    }
+}
+
 const T0: i64 = 1_700_000_000_000;
 const PHASE_TIMEOUT: i64 = 10_000;
 
@@ -19,6 +40,7 @@ fn config() -> SessionConfig {
         max_turn_attempts: 3,
         max_content_bytes: 256,
         max_stored_entry_bytes: 1024 * 1024,
+        require_signatures: true,
     }
 }
 
@@ -69,11 +91,12 @@ fn assign_all(s: &mut Session, n: usize) -> Vec<Effect> {
     let mut effects = Vec::new();
     for role in roles(n) {
         let applied = s
-            .apply(
+            .apply_signed(
                 T0,
                 Input::Assign {
                     worker_id: worker(&role),
                     role,
+                    key: None,
                 },
             )
             .unwrap();
@@ -83,7 +106,7 @@ fn assign_all(s: &mut Session, n: usize) -> Vec<Effect> {
 }
 
 fn answer(s: &mut Session, at: i64, round: u32, role: &str) -> Vec<Effect> {
-    s.apply(
+    s.apply_signed(
         at,
         Input::Result {
             worker_id: worker(role),
@@ -109,11 +132,12 @@ fn a_broadcast_session_has_no_supervisor_and_runs_its_rounds_to_completed() {
     );
     assert_eq!(s.status(), Status::Pending);
     let rejected = s
-        .apply(
+        .apply_signed(
             T0,
             Input::Assign {
                 role: SUPERVISOR.into(),
                 worker_id: "sup".into(),
+                key: None,
             },
         )
         .unwrap_err();
@@ -151,7 +175,7 @@ fn a_broadcast_session_has_no_supervisor_and_runs_its_rounds_to_completed() {
 
     // A round-1 answer sent again is an idempotent duplicate: nothing is appended.
     let stale = s
-        .apply(
+        .apply_signed(
             T0 + 4,
             Input::Result {
                 worker_id: worker("b0"),
@@ -193,7 +217,7 @@ fn a_broadcast_session_has_no_supervisor_and_runs_its_rounds_to_completed() {
     );
     // No exit from COMPLETED.
     let err = s
-        .apply(
+        .apply_signed(
             T0 + 7,
             Input::Cancel {
                 reason: String::new(),
@@ -213,7 +237,7 @@ fn a_broadcast_round_refuses_the_wrong_entry_type_and_times_out_like_any_phase()
         ..Reply::default()
     };
     let err = s
-        .apply(
+        .apply_signed(
             T0 + 1,
             Input::Result {
                 worker_id: worker("b0"),
@@ -365,7 +389,7 @@ proptest! {
                     let Some(turn) = s.awaited_turn(role) else { continue };
                     let w = holder[role].clone();
                     let round = turn.round;
-                    let applied = s.apply(now, Input::Result {
+                    let applied = s.apply_signed(now, Input::Result {
                         worker_id: w.clone(),
                         turn: turn.clone(),
                         reply: reply(round),
@@ -378,7 +402,7 @@ proptest! {
                     if answered.is_empty() { continue; }
                     let (w, turn) = answered[i % answered.len()].clone();
                     let before = s.transcript().len();
-                    match s.apply(now, Input::Result { worker_id: w, turn: turn.clone(), reply: reply(turn.round) }) {
+                    match s.apply_signed(now, Input::Result { worker_id: w, turn: turn.clone(), reply: reply(turn.round) }) {
                         Ok(applied) => prop_assert!(applied.duplicate),
                         // The answering worker was replaced since: not its turn any more.
                         Err(r) => prop_assert_eq!(r.kind, RejectKind::NotAssigned),
@@ -389,12 +413,12 @@ proptest! {
                 Step::Replace(i) => {
                     let role = roles(n)[i % n].clone();
                     let old = holder[&role].clone();
-                    let lost = s.apply(now, Input::WorkerLost { worker_id: old }).unwrap();
+                    let lost = s.apply_signed(now, Input::WorkerLost { worker_id: old }).unwrap();
                     prop_assert_eq!(lost.effects, vec![Effect::NeedWorker { role: role.clone() }]);
                     generation += 1;
                     let fresh = format!("{role}-g{generation}");
                     holder.insert(role.clone(), fresh.clone());
-                    s.apply(now, Input::Assign { role, worker_id: fresh }).unwrap().effects
+                    s.apply_signed(now, Input::Assign { role, worker_id: fresh, key: None }).unwrap().effects
                 }
             };
             for effect in &effects {

@@ -14,6 +14,7 @@
 //! globally, by [`Driver::check`], which runs the session invariants after every step.
 
 use agentmesh_core::hash::proposal_hash;
+use agentmesh_core::trust::testing::signed;
 use agentmesh_core::{
     Applied, Effect, Entry, EntryType, Input, Objection, Phase, RejectKind, Reply, SUPERVISOR,
     Session, SessionConfig, SessionSpec, SessionSummary, Status, TurnKey, Verdict,
@@ -52,6 +53,7 @@ fn config() -> SessionConfig {
         max_turn_attempts: MAX_ATTEMPTS,
         max_content_bytes: MAX_CONTENT,
         max_stored_entry_bytes: MAX_STORED,
+        require_signatures: true,
     }
 }
 
@@ -269,7 +271,7 @@ impl Driver {
     /// effects.
     fn accept(&mut self, at: i64, input: Input) -> Applied {
         let before = self.snapshot();
-        let applied = match self.session.apply(at, input.clone()) {
+        let applied = match self.session.apply(at, signed(&self.session, input.clone())) {
             Ok(applied) => applied,
             Err(r) => panic!("valid input {input:?} was rejected: {r:?}"),
         };
@@ -280,7 +282,10 @@ impl Driver {
     /// Applies an input that must be rejected with `kind` and must change nothing.
     fn reject(&mut self, input: Input, kind: RejectKind) {
         let before = self.snapshot();
-        match self.session.apply(self.now, input.clone()) {
+        match self
+            .session
+            .apply(self.now, signed(&self.session, input.clone()))
+        {
             Ok(applied) => panic!("{input:?} must be rejected ({kind:?}), got {applied:?}"),
             Err(r) => {
                 assert_eq!(r.kind, kind, "wrong rejection of {input:?}: {}", r.message);
@@ -292,6 +297,7 @@ impl Driver {
             RejectKind::Stale => "rejected stale",
             RejectKind::NotAssigned => "rejected not-assigned",
             RejectKind::TooLarge => "rejected too-large",
+            RejectKind::BadSignature => "rejected bad-signature",
         });
         assert_eq!(
             before,
@@ -592,6 +598,7 @@ impl Driver {
         let input = Input::Assign {
             role: role.clone(),
             worker_id: worker_id.clone(),
+            key: None,
         };
         if self.terminal() {
             // A late answer to a NeedWorker: the session needs nobody any more.
@@ -849,6 +856,7 @@ impl Driver {
                         Input::Assign {
                             role,
                             worker_id: holder,
+                            key: None,
                         },
                         RejectKind::Stale,
                     );
@@ -862,6 +870,7 @@ impl Driver {
                         Input::Assign {
                             role: INTRUDER_ROLE.into(),
                             worker_id: STRANGER.into(),
+                            key: None,
                         },
                         kind,
                     );
@@ -878,6 +887,7 @@ impl Driver {
                         Input::Assign {
                             role,
                             worker_id: other,
+                            key: None,
                         },
                         RejectKind::Stale,
                     );

@@ -9,8 +9,12 @@
 use std::path::Path;
 use std::process::Command;
 
-/// What the core may depend on directly: data (serde, JSON), and hashing.
-const ALLOWED_DIRECT: [&str; 4] = ["serde", "serde_json", "sha2", "hex"];
+/// What the core may depend on directly: data (serde, JSON), hashing, and Ed25519
+/// (`ed25519-dalek`, pure arithmetic over curve25519: the core verifies worker and
+/// coordinator signatures in its validate path and its offline verifier, issue 13; its
+/// tree below holds no RNG — the `rand_core` feature is off — and no I/O, which the
+/// FORBIDDEN check below keeps true).
+const ALLOWED_DIRECT: [&str; 5] = ["serde", "serde_json", "sha2", "hex", "ed25519-dalek"];
 
 /// Crates that do I/O, keep time or make randomness: none may appear anywhere below the
 /// core.

@@ -42,7 +42,14 @@ fn answer_all(
                     *clock += 1;
                     next.extend(
                         session
-                            .apply(*clock, Input::Assign { role, worker_id })
+                            .apply_signed(
+                                *clock,
+                                Input::Assign {
+                                    role,
+                                    worker_id,
+                                    key: None,
+                                },
+                            )
                             .expect("assign")
                             .effects,
                     );
@@ -88,7 +95,7 @@ fn answer_all(
                         ..Reply::default()
                     };
                     let applied = session
-                        .apply(
+                        .apply_signed(
                             *clock,
                             Input::Result {
                                 worker_id,
@@ -118,6 +125,27 @@ fn full_run(max_rounds: u32, policy: Policy) -> (Session, Vec<Entry>) {
     let _ = answer_all(&mut session, effects, 1, policy, &mut clock);
     let transcript = session.transcript().to_vec();
     (session, transcript)
+}
+
+/// Every input as a well-behaved worker sends it: assignments with the worker's test key,
+/// results signed by it (`agentmesh_core::trust::testing`).
+trait ApplySigned {
+    fn apply_signed(
+        &mut self,
+        now: i64,
+        input: agentmesh_core::Input,
+    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection>;
+}
+
+impl ApplySigned for agentmesh_core::Session {
+    fn apply_signed(
+        &mut self,
+        now: i64,
+        input: agentmesh_core::Input,
+    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection> {
+        let input = agentmesh_core::trust::testing::signed(self, input);
+        self.apply(now, input)
+    }
 }
 
 const POLICIES: [(&str, Policy); 4] = [
@@ -212,10 +240,11 @@ fn a_late_result_from_the_old_coordinators_worker_is_stale_after_restore() {
     for effect in effects {
         if let Effect::NeedWorker { role } = effect {
             restored
-                .apply(
+                .apply_signed(
                     50_001,
                     Input::Assign {
                         worker_id: format!("{role}-new"),
+                        key: None,
                         role,
                     },
                 )
@@ -229,7 +258,7 @@ fn a_late_result_from_the_old_coordinators_worker_is_stale_after_restore() {
         .expect("one specialist still owes its analysis");
     let mut old_turn = restored.awaited_turn(&open).unwrap();
     old_turn.attempt = 1;
-    let late = restored.apply(
+    let late = restored.apply_signed(
         50_002,
         Input::Result {
             worker_id: format!("{open}-new"),
@@ -281,18 +310,19 @@ fn an_entry_whose_worker_holds_another_role_in_the_replay_restores() {
         max_rounds: 1,
     };
     let assign = |s: &mut Session, role: &str, worker: &str| {
-        s.apply(
+        s.apply_signed(
             1_000,
             Input::Assign {
                 role: role.into(),
                 worker_id: worker.into(),
+                key: None,
             },
         )
         .unwrap()
     };
     let answer = |s: &mut Session, role: &str, worker: &str, ty: EntryType| {
         let turn = s.awaited_turn(role).unwrap();
-        s.apply(
+        s.apply_signed(
             2_000,
             Input::Result {
                 worker_id: worker.into(),
@@ -325,14 +355,14 @@ fn an_entry_whose_worker_holds_another_role_in_the_replay_restores() {
     assign(&mut t, "security", "s1");
     answer(&mut t, "supervisor", "sup", EntryType::Framework);
     answer(&mut t, "backend", "w1", EntryType::Analysis);
-    t.apply(
+    t.apply_signed(
         2_000,
         Input::WorkerLost {
             worker_id: "w1".into(),
         },
     )
     .unwrap();
-    t.apply(
+    t.apply_signed(
         2_000,
         Input::WorkerLost {
             worker_id: "s1".into(),
@@ -423,4 +453,66 @@ fn the_replayed_history_is_the_event_sequence_watchers_saw() {
         .unwrap();
         assert_eq!(watched(&history), watched(&original), "{name}");
     }
+}
+
+/// A new leader refuses a store whose transcript was altered (issue 13): a changed field
+/// of a signed entry, an entry whose chain hash does not follow, a removed signature, a
+/// signature by another key, and entries swapped — each refused, naming the entry.
+#[test]
+fn a_tampered_stored_transcript_is_refused_on_restore() {
+    let (_, transcript) = full_run(3, POLICIES[1].1);
+    let restore = |entries: &[agentmesh_core::Entry]| {
+        Session::restore(spec(3), SessionConfig::default(), 1_000, entries, 50_000)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    assert!(
+        Session::restore(
+            spec(3),
+            SessionConfig::default(),
+            1_000,
+            &transcript,
+            50_000
+        )
+        .is_ok()
+    );
+    let mut changed = transcript.clone();
+    changed[2].content.push('!');
+    let why = restore(&changed);
+    assert!(
+        why.contains("entry 3") && why.contains("signature does not verify"),
+        "{why}"
+    );
+    let mut rechained = transcript.clone();
+    rechained[2].chain_hash.0[0] ^= 1;
+    let why = restore(&rechained);
+    assert!(
+        why.contains("entry 3") && why.contains("chain hash"),
+        "{why}"
+    );
+    let mut unsigned = transcript.clone();
+    unsigned[2].signature.clear();
+    let why = restore(&unsigned);
+    assert!(
+        why.contains("entry 3") && why.contains("no signature"),
+        "{why}"
+    );
+    let mut foreign = transcript.clone();
+    foreign[2].signature = agentmesh_core::trust::testing::key_of("intruder").sign(b"x");
+    let why = restore(&foreign);
+    assert!(
+        why.contains("entry 3") && why.contains("does not verify"),
+        "{why}"
+    );
+    // An unsigned field (the timestamp) is covered by the chain.
+    let mut retimed = transcript.clone();
+    retimed[2].timestamp_ms += 1;
+    let why = restore(&retimed);
+    assert!(why.contains("entry 3"), "{why}");
+    let mut swapped = transcript.clone();
+    swapped.swap(1, 2);
+    assert!(
+        restore(&swapped).contains("entry"),
+        "swapped entries are refused"
+    );
 }

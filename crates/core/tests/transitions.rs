@@ -5,6 +5,7 @@
 //! every deadline in these tests can be read off the code.
 
 use agentmesh_core::hash::proposal_hash;
+use agentmesh_core::trust::testing::signed;
 use agentmesh_core::{
     Applied, Effect, EntryType, Input, Objection, Phase, RejectKind, Rejection, Reply, Session,
     SessionConfig, SessionSpec, Status, TurnKey, Verdict,
@@ -15,8 +16,9 @@ const PHASE_TIMEOUT: i64 = 10_000;
 const PENDING_TIMEOUT: i64 = 5_000;
 const MAX_CONTENT: usize = 64;
 /// The store's limit on one entry as stored (JSON): well above an entry of MAX_CONTENT
-/// plain bytes, but below one whose control characters or concerns swell it.
-const MAX_STORED: usize = 600;
+/// plain bytes (signature, key and chain hash included), but below one whose control
+/// characters or concerns swell it.
+const MAX_STORED: usize = 850;
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -25,6 +27,7 @@ fn config() -> SessionConfig {
         max_turn_attempts: 3,
         max_content_bytes: MAX_CONTENT,
         max_stored_entry_bytes: MAX_STORED,
+        require_signatures: true,
     }
 }
 
@@ -123,13 +126,14 @@ impl Fx {
 
     fn apply(&mut self, input: Input) -> Result<Applied, Rejection> {
         self.now += 1;
-        self.s.apply(self.now, input)
+        self.s.apply(self.now, signed(&self.s, input))
     }
 
     fn assign(&mut self, role: &str, worker_id: &str) -> Applied {
         self.apply(Input::Assign {
             role: role.into(),
             worker_id: worker_id.into(),
+            key: None,
         })
         .expect("assignment accepted")
     }
@@ -639,6 +643,7 @@ fn results_for_turns_that_are_not_current_are_stale() {
         Input::Assign {
             role: "backend".into(),
             worker_id: "backend-2".into(),
+            key: None,
         },
         RejectKind::Stale,
     );
@@ -650,6 +655,7 @@ fn results_for_turns_that_are_not_current_are_stale() {
         Input::Assign {
             role: "backend".into(),
             worker_id: "security-1".into(),
+            key: None,
         },
         RejectKind::Stale,
     );
@@ -704,6 +710,7 @@ fn senders_without_a_right_to_the_turn_are_not_assigned() {
         Input::Assign {
             role: "frontend".into(),
             worker_id: "frontend-1".into(),
+            key: None,
         },
         RejectKind::NotAssigned,
     );
@@ -842,6 +849,7 @@ fn an_abort_fails_the_session_with_its_reason_and_releases_every_worker() {
         Input::Assign {
             role: "backend".into(),
             worker_id: "backend-2".into(),
+            key: None,
         },
         RejectKind::Stale,
     );
@@ -1141,6 +1149,7 @@ fn cancellation_ends_the_session_for_good() {
         Input::Assign {
             role: "backend".into(),
             worker_id: "backend-2".into(),
+            key: None,
         },
         RejectKind::Stale,
     );

@@ -4,6 +4,7 @@ use crate::error::DiscoveryError;
 use agentmesh_proto::Backoff;
 use etcd_client::{Client, ConnectOptions};
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long one connection attempt may take (TCP connect and the first answer).
@@ -31,14 +32,130 @@ const RETRY_CAP: Duration = Duration::from_secs(10);
 /// Unreachable endpoints give [`DiscoveryError::Unavailable`] after [`CONNECT_TIMEOUT`];
 /// no endpoints at all is [`DiscoveryError::Invalid`].
 pub async fn connect_etcd(endpoints: &[String]) -> Result<Client, DiscoveryError> {
+    connect_etcd_secured(endpoints, &EtcdSecurity::default()).await
+}
+
+/// How to reach an etcd that wants TLS and a user: `--etcd-ca` (the CA its server
+/// certificates are checked against, besides the system roots), `--etcd-cert` and
+/// `--etcd-key` (this process's client certificate), `--etcd-user` with
+/// `--etcd-password-file` or `MESH_ETCD_PASSWORD`. TLS needs `https://` endpoints.
+/// `Debug` never shows the password.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    password: Option<String>,
+}
+
+/// Where `--etcd-user`'s password comes from when no `--etcd-password-file` is given.
+pub const ETCD_PASSWORD_ENV: &str = "MESH_ETCD_PASSWORD";
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl EtcdSecurity {
+    /// From the flags; the password is read from `password_file`, else from
+    /// [`ETCD_PASSWORD_ENV`]. Refuses a certificate without its key, a user without a
+    /// password, and files it cannot read.
+    pub fn new(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        user: Option<String>,
+        password_file: Option<PathBuf>,
+    ) -> Result<EtcdSecurity, DiscoveryError> {
+        if cert.is_some() != key.is_some() {
+            return Err(DiscoveryError::Invalid(
+                "--etcd-cert and --etcd-key go together".into(),
+            ));
+        }
+        let password = match &password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        DiscoveryError::Invalid(format!(
+                            "--etcd-password-file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => std::env::var(ETCD_PASSWORD_ENV).ok(),
+        };
+        if user.is_some() && password.is_none() {
+            return Err(DiscoveryError::Invalid(format!(
+                "--etcd-user needs a password: --etcd-password-file FILE or {ETCD_PASSWORD_ENV}"
+            )));
+        }
+        let security = EtcdSecurity {
+            ca,
+            cert,
+            key,
+            user,
+            password,
+        };
+        security.tls()?;
+        Ok(security)
+    }
+
+    /// The TLS settings, when any TLS flag is given.
+    fn tls(&self) -> Result<Option<etcd_client::TlsOptions>, DiscoveryError> {
+        if self.ca.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read(path)
+                .map_err(|e| DiscoveryError::Invalid(format!("{flag} {}: {e}", path.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new()
+            .trust_anchors(crate::credentials::system_roots().iter().cloned());
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca, "--etcd-ca")?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                read(cert, "--etcd-cert")?,
+                read(key, "--etcd-key")?,
+            ));
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// [`connect_etcd`] to an etcd that may want TLS and a user.
+pub async fn connect_etcd_secured(
+    endpoints: &[String],
+    security: &EtcdSecurity,
+) -> Result<Client, DiscoveryError> {
     if endpoints.is_empty() {
         return Err(DiscoveryError::Invalid("no etcd endpoints given".into()));
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
         .with_keep_alive_while_idle(false)
         .with_tcp_keepalive(Duration::from_secs(30));
+    if let Some(tls) = security.tls()? {
+        options = options.with_tls(tls);
+    }
+    if let (Some(user), Some(password)) = (&security.user, &security.password) {
+        // etcd's simple tokens expire when idle: fetch a new one instead of failing.
+        options = options
+            .with_user(user.clone(), password.clone())
+            .with_auto_token_refresh(true);
+    }
     let what = format!("connect to etcd at {}", endpoints.join(","));
     let mut client = bounded(
         &what,
@@ -57,13 +174,24 @@ pub async fn connect_etcd_with_retry(
     endpoints: &[String],
     shutdown: impl Future<Output = ()>,
 ) -> Option<Client> {
+    connect_etcd_with_retry_secured(endpoints, &EtcdSecurity::default(), shutdown).await
+}
+
+/// [`connect_etcd_with_retry`] to an etcd that may want TLS and a user. A refusal that
+/// waiting cannot mend (bad credentials, an unreadable file) is retried all the same, and
+/// logged each time: an operator fixing etcd's users should not have to restart us.
+pub async fn connect_etcd_with_retry_secured(
+    endpoints: &[String],
+    security: &EtcdSecurity,
+    shutdown: impl Future<Output = ()>,
+) -> Option<Client> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     loop {
         let delay = tokio::select! {
             biased;
             _ = &mut shutdown => return None,
-            result = connect_etcd(endpoints) => match result {
+            result = connect_etcd_secured(endpoints, security) => match result {
                 Ok(client) => {
                     if backoff.attempts() > 0 {
                         tracing::info!(

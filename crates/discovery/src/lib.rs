@@ -28,17 +28,27 @@
 //!   after an expiry), revoke.
 //! - [`lease`]: [`KeepAlive`], one lease kept alive over one keep-alive stream.
 //! - [`keys`]: the key layout, defined once.
+//! - [`credentials`]: [`ClientCredentials`], what a client of the coordinator trusts and
+//!   presents (TLS roots, a client certificate, a token); [`EtcdSecurity`] is etcd's.
+//! - [`flags`]: [`ClientFlags`] and [`EtcdFlags`], the security flags of every binary.
 //! - [`error`]: [`DiscoveryError`], and which etcd failures are worth retrying.
 
 pub mod connect;
+pub mod credentials;
 pub mod error;
+pub mod flags;
 pub mod keys;
 pub mod leader;
 pub mod lease;
 pub mod worker;
 
-pub use connect::{CONNECT_TIMEOUT, OP_TIMEOUT, bounded, connect_etcd, connect_etcd_with_retry};
+pub use connect::{
+    CONNECT_TIMEOUT, ETCD_PASSWORD_ENV, EtcdSecurity, OP_TIMEOUT, bounded, connect_etcd,
+    connect_etcd_secured, connect_etcd_with_retry, connect_etcd_with_retry_secured,
+};
+pub use credentials::{ClientCredentials, ROLE_METADATA, TOKEN_ENV};
 pub use error::DiscoveryError;
+pub use flags::{ClientFlags, EtcdFlags};
 pub use keys::{DEFAULT_ELECTION, DEFAULT_PREFIX};
 pub use leader::LeaderLookup;
 pub use lease::{KeepAlive, Refresh, ttl_secs};

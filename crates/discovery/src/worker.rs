@@ -25,6 +25,10 @@ pub struct WorkerRecord {
     pub version: String,
     /// Where it can be reached (informational; workers dial the coordinator).
     pub address: String,
+    /// Hex of the Ed25519 key it signs its results with (what its Hello announces), so
+    /// the keys of a cluster's workers are published in etcd; empty if unsigned.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_key: String,
 }
 
 /// A live registration in etcd. Hold it for as long as the worker serves.

@@ -13,6 +13,7 @@
 //! (NOT_FOUND, INVALID_ARGUMENT, ...), and retries `CreateSession` only when the request
 //! provably reached no leader ([`Retry::NotReached`]).
 
+use agentmesh_discovery::ClientCredentials;
 use agentmesh_discovery::LeaderLookup;
 use agentmesh_proto::Backoff;
 use agentmesh_proto::v1::session_service_client::SessionServiceClient;
@@ -20,6 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// The address meshctl talks to unless `--coordinator` or `MESH_COORDINATOR` says otherwise.
@@ -42,7 +44,26 @@ const UNARY_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT_FIRST: Duration = Duration::from_millis(100);
 const WAIT_CAP: Duration = Duration::from_secs(1);
 
-pub type Client = SessionServiceClient<Channel>;
+pub type Client = SessionServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds the caller's token (`authorization: Bearer`, sensitive) to every call on one
+/// connection; the token is read when the connection is opened.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Everything that makes meshctl exit 1. Its `Display` is what follows `error: `.
 #[derive(Debug)]
@@ -288,6 +309,8 @@ pub struct Coordinator {
     etcd: String,
     /// How long [`Coordinator::retrying`] keeps trying (`--wait`).
     wait: Duration,
+    /// TLS roots, client certificate and token (`--tls-ca`, `--tls-cert`, `--token-file`).
+    credentials: ClientCredentials,
 }
 
 impl fmt::Debug for Coordinator {
@@ -303,12 +326,13 @@ impl fmt::Debug for Coordinator {
 impl Coordinator {
     pub fn new(address: &str) -> Result<Coordinator, CliError> {
         let address = normalize_address(address);
-        endpoint_for(&address)?;
+        endpoint_for(&address, &ClientCredentials::default())?;
         Ok(Coordinator {
             address,
             leader_lookup: None,
             etcd: String::new(),
             wait: DEFAULT_WAIT,
+            credentials: ClientCredentials::default(),
         })
     }
 
@@ -332,6 +356,12 @@ impl Coordinator {
         self
     }
 
+    /// The TLS settings and token every new connection uses.
+    pub fn with_credentials(mut self, credentials: ClientCredentials) -> Coordinator {
+        self.credentials = credentials;
+        self
+    }
+
     pub fn address(&self) -> &str {
         &self.address
     }
@@ -340,15 +370,19 @@ impl Coordinator {
     /// [`UNARY_TIMEOUT`], so a wedged coordinator cannot hang a script.
     pub async fn connect(&self) -> Result<Client, CliError> {
         let address = self.current_address().await?;
-        self.open(&address, endpoint_for(&address)?.timeout(UNARY_TIMEOUT))
-            .await
+        self.open(
+            &address,
+            endpoint_for(&address, &self.credentials)?.timeout(UNARY_TIMEOUT),
+        )
+        .await
     }
 
     /// A client for `WatchSession`, on a new connection: no call timeout, because a
     /// watch legitimately lasts as long as the session; keep-alive pings catch a dead peer.
     pub async fn connect_watch(&self) -> Result<Client, CliError> {
         let address = self.current_address().await?;
-        self.open(&address, endpoint_for(&address)?).await
+        self.open(&address, endpoint_for(&address, &self.credentials)?)
+            .await
     }
 
     /// One unary call on a new connection, retried as [`Coordinator::retrying`] says:
@@ -420,7 +454,11 @@ impl Coordinator {
             detail: error_chain(&e),
             transient: transient_connect_failure(&e),
         })?;
-        Ok(SessionServiceClient::new(channel).max_decoding_message_size(MAX_DECODE_BYTES))
+        let token = self.credentials.authorization().map_err(CliError::Other)?;
+        Ok(
+            SessionServiceClient::with_interceptor(channel, Bearer(token))
+                .max_decoding_message_size(MAX_DECODE_BYTES),
+        )
     }
 }
 
@@ -474,14 +512,10 @@ impl Waiting {
     }
 }
 
-fn endpoint_for(address: &str) -> Result<Endpoint, CliError> {
-    Ok(Endpoint::from_shared(address.to_string())
-        .map_err(|e| {
-            CliError::Other(format!(
-                "invalid coordinator address {address:?}: {}",
-                error_chain(&e)
-            ))
-        })?
+fn endpoint_for(address: &str, credentials: &ClientCredentials) -> Result<Endpoint, CliError> {
+    Ok(credentials
+        .endpoint(address)
+        .map_err(CliError::Other)?
         .connect_timeout(Duration::from_secs(5))
         // Keep-alive pings notice a coordinator host that vanished without closing
         // the connection, so a watch reconnects instead of hanging forever.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The formats of `meshctl export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,12 +44,19 @@ pub async fn run(
     };
     // Retried only while the request provably reached no leader: a second CreateSession
     // that a leader did receive would start a second session (see `Retry::NotReached`).
+    // The call's CLIENT span (tracing on) goes in its metadata: the session's trace
+    // continues on the coordinator.
+    let span = client_span("CreateSession");
     let session = coordinator
         .call(Retry::NotReached, |mut client| {
-            let create = create.clone();
+            let mut create = tonic::Request::new(create.clone());
+            agentmesh_telemetry::propagation::inject_metadata(&span, create.metadata_mut());
             async move { client.create_session(create).await }
         })
-        .await?;
+        .instrument(span.clone())
+        .await
+        .inspect_err(|e| agentmesh_telemetry::record_error(&span, "error", &e.to_string()))?;
+    drop(span);
     let mut out = std::io::stdout();
     // The id comes first and alone, flushed, so a script can read it and detach.
     writeln!(out, "session {}", session.id)?;
@@ -59,6 +67,21 @@ pub async fn run(
     // The session exists now, so even failing to connect the watch is worth retrying.
     let last = follow::follow(coordinator, None, &session.id, 1, options, &mut out).await?;
     Ok(follow::exit_code(last.status))
+}
+
+/// A SessionService call's CLIENT span (`Span::none()` while tracing is off).
+fn client_span(method: &'static str) -> tracing::Span {
+    if !agentmesh_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "rpc",
+        otel.name = format!("agentmesh.v1.SessionService/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = "agentmesh.v1.SessionService",
+        rpc.method = method,
+    )
 }
 
 /// Follows an existing session from its first event.
@@ -126,6 +149,9 @@ struct ShowDoc<'a> {
     session: SessionSummary,
     verdicts: &'a VerdictMatrix,
     tokens: &'a TokenUsage,
+    /// Each sign-off (APPROVE), marked verified only once checked here.
+    signoffs: &'a [render::SignOff],
+    certificate: &'a render::CertificateCheck,
 }
 
 /// A session's details and its per-round verdicts, computed from its transcript.
@@ -133,14 +159,69 @@ pub async fn show(coordinator: &Coordinator, session_id: &str, json: bool) -> Re
     let (session, entries) = transcript(coordinator, session_id).await?;
     let matrix = VerdictMatrix::from_transcript(&session.roles, &entries);
     let tokens = TokenUsage::from_transcript(&session.roles, &entries);
+    // Sign-offs are marked verified only after this process checked them: the chain up
+    // to each, its signature, and the certificate (`agentmesh_core::verify`).
+    let summary = summary_of(&session)?;
+    let core_entries = entries
+        .iter()
+        .map(Entry::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::Other)?;
+    let doc = agentmesh_core::export::ExportDoc::new(&summary, &core_entries);
+    let (signoffs, certificate) = render::check_signoffs(&doc);
     if json {
         print_json(&ShowDoc {
-            session: summary_of(&session)?,
+            session: summary,
             verdicts: &matrix,
             tokens: &tokens,
+            signoffs: &signoffs,
+            certificate: &certificate,
         })
     } else {
-        print(&(render::session_details(&session, &matrix) + &render::token_table(&tokens)))
+        print(
+            &(render::session_details(&session, &matrix)
+                + &render::token_table(&tokens)
+                + &render::signoff_table(&signoffs, &certificate)),
+        )
+    }
+}
+
+/// Checks a JSON export offline (a file, or session `target`'s transcript fetched now):
+/// the chain, every signature, the certificate, and with `trust` the keys. Prints what
+/// was proved and exits 0, or names the first broken thing (seq and field) and exits 1.
+pub async fn verify(
+    coordinator: &Coordinator,
+    target: &str,
+    trust: Option<&Path>,
+) -> Result<u8, CliError> {
+    let trust = trust
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Other(format!("cannot read {}: {e}", path.display())))?;
+            agentmesh_core::trust::TrustFile::parse(&text)
+                .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
+        })
+        .transpose()?;
+    let path = Path::new(target);
+    let text = if path.is_file() {
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::Other(format!("cannot read {}: {e}", path.display())))?
+    } else {
+        let (session, wire_entries) = transcript(coordinator, target).await?;
+        let entries = wire_entries
+            .iter()
+            .map(Entry::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CliError::Other)?;
+        agentmesh_core::export::json(&summary_of(&session)?, &entries)
+    };
+    match agentmesh_core::verify::verify_json(&text, trust.as_ref()) {
+        Ok(verified) => print(&render::verified(&verified)),
+        Err(broken) => {
+            let mut err = std::io::stderr();
+            writeln!(err, "INVALID: {broken}")?;
+            Ok(1)
+        }
     }
 }
 

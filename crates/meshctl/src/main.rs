@@ -36,7 +36,8 @@ Exit codes: 0 success (run/watch: CONSENSUS or COMPLETED), 2 NO_CONSENSUS, 1 FAI
 Errors print to stderr as `error: <Code>: <message>` (gRPC) or `error: <message>`.
 While no coordinator answers (a leader just died, a coordinator restarts, an election is
 under way), commands retry for up to --wait and say so on stderr first.
-Logging: RUST_LOG (default `warn`), to stderr.";
+Logging: RUST_LOG (default `warn`), to stderr, as text or JSON (--log-format, MESH_LOG_FORMAT).
+Tracing: off unless a collector is configured (--otlp-endpoint, OTEL_EXPORTER_OTLP_ENDPOINT).";
 
 /// The agentmesh command line.
 #[derive(Debug, Parser)]
@@ -76,6 +77,15 @@ struct Cli {
         value_name = "DURATION"
     )]
     wait: Duration,
+
+    #[command(flatten)]
+    telemetry: agentmesh_telemetry::TelemetryArgs,
+
+    #[command(flatten)]
+    client: agentmesh_discovery::ClientFlags,
+
+    #[command(flatten)]
+    etcd_security: agentmesh_discovery::EtcdFlags,
 
     #[command(subcommand)]
     command: Command,
@@ -207,26 +217,87 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Check a JSON export offline: the hash chain, every worker signature, and that the
+    /// unanimity certificate covers every participant, names the final hash and the chain
+    /// head, and is signed by the coordinator (docs/verification.md).
+    ///
+    /// TARGET is an export file (`meshctl export ID --format json`) or a session id,
+    /// whose transcript is fetched and checked here. With --trust FILE, each role's key
+    /// and the coordinator's must also be the ones the file names:
+    ///
+    ///   {"coordinator": "<key>", "roles": {"backend": ["<key>", ...], ...}}
+    ///
+    /// (keys as 64 hex digits or base64). Exit 0 when valid, printing what was proved;
+    /// 1 naming the first broken thing on stderr, e.g.
+    /// `INVALID: seq 5 content: its SHA-256 is ..., but the entry records ...`.
+    #[command(verbatim_doc_comment)]
+    Verify {
+        /// An export file, or a session id.
+        target: String,
+        /// The expected keys.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; they garble captured logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Logs (RUST_LOG, default `warn`; --log-format) and, with a collector configured,
+/// trace export.
+fn init_telemetry(args: &agentmesh_telemetry::TelemetryArgs) -> agentmesh_telemetry::Guard {
+    agentmesh_telemetry::init(agentmesh_telemetry::Options {
+        service_name: "meshctl",
+        service_version: env!("CARGO_PKG_VERSION"),
+        instance_id: agentmesh_telemetry::fresh_instance_id(),
+        attributes: Vec::new(),
+        log_format: args.log_format,
+        default_filter: "warn",
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        trace_content: false,
+    })
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Watch { .. } => "watch",
+            Command::Sessions { .. } => "sessions",
+            Command::Show { .. } => "show",
+            Command::Cancel { .. } => "cancel",
+            Command::Workers { .. } => "workers",
+            Command::Export { .. } => "export",
+            Command::Verify { .. } => "verify",
+        }
+    }
+}
+
+/// The command's root span, `meshctl {command}`: a session's trace starts here (the
+/// CreateSession call carries its context). Only while tracing is on.
+fn root_span(command: &Command) -> tracing::Span {
+    if !agentmesh_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "meshctl",
+        otel.name = format!("meshctl {}", command.name()),
+        otel.kind = "internal",
+        process.exit.code = tracing::field::Empty,
+    )
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let credentials = cli.client.credentials().map_err(CliError::Other)?;
     let coordinator = if cli.etcd.is_empty() {
         Coordinator::new(&cli.coordinator)?
     } else {
         let client = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            agentmesh_discovery::connect_etcd(&cli.etcd),
+            agentmesh_discovery::connect_etcd_secured(
+                &cli.etcd,
+                &cli.etcd_security
+                    .security()
+                    .map_err(|e| CliError::Other(e.to_string()))?,
+            ),
         )
         .await
         .map_err(|_| {
@@ -242,7 +313,8 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             agentmesh_discovery::LeaderLookup::new(client, agentmesh_discovery::DEFAULT_ELECTION);
         Coordinator::elected(&cli.coordinator, lookup, &cli.etcd.join(","))?
     }
-    .with_wait(cli.wait);
+    .with_wait(cli.wait)
+    .with_credentials(credentials);
     match cli.command {
         Command::Run {
             task,
@@ -269,20 +341,31 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Export { id, format, output } => {
             commands::export(&coordinator, &id, format, output.as_deref()).await
         }
+        Command::Verify { target, trust } => {
+            commands::verify(&coordinator, &target, trust.as_deref()).await
+        }
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match dispatch(cli).await {
-        Ok(code) => ExitCode::from(code),
+    let mut telemetry = init_telemetry(&cli.telemetry);
+    let span = root_span(&cli.command);
+    let code = match tracing::Instrument::instrument(dispatch(cli), span.clone()).await {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::from(1)
+            agentmesh_telemetry::record_error(&span, "error", &error.to_string());
+            1
         }
-    }
+    };
+    // An i64: tracing-opentelemetry exports other integer types as text.
+    span.record("process.exit.code", i64::from(code));
+    // The root span ends before the exporter sends what is left.
+    drop(span);
+    telemetry.shutdown();
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -611,6 +611,141 @@ pub fn token_table(usage: &TokenUsage) -> String {
     )
 }
 
+/// One sign-off (an APPROVE) as `meshctl show` marks it: verified only once this
+/// process checked the chain up to it and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignOff {
+    pub seq: u64,
+    pub round: u32,
+    pub role: String,
+    pub proposal_version: u32,
+    /// Hex of the key it is signed with; empty if none.
+    pub public_key: String,
+    pub verified: bool,
+    /// Why it is not verified: the first broken thing up to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// The unanimity certificate as checked here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateCheck {
+    pub present: bool,
+    pub verified: bool,
+    pub approvals: usize,
+    /// Hex of the coordinator's key; empty if none.
+    pub coordinator_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// Checks every sign-off of an export, and its certificate.
+pub fn check_signoffs(doc: &agentmesh_core::export::ExportDoc) -> (Vec<SignOff>, CertificateCheck) {
+    use agentmesh_core::verify;
+    let checks = verify::check_entries(&doc.session.id, &doc.session.task, &doc.entries);
+    let signoffs = doc
+        .entries
+        .iter()
+        .zip(&checks)
+        .filter(|(e, _)| e.verdict == Some(Verdict::Approve))
+        .map(|(e, check)| SignOff {
+            seq: e.seq,
+            round: e.round,
+            role: e.role.clone(),
+            proposal_version: e.proposal_version,
+            public_key: e.public_key.clone(),
+            verified: check.is_ok(),
+            why: check.as_ref().err().map(ToString::to_string),
+        })
+        .collect();
+    let outcome = verify::verify(doc, None);
+    let certificate = match &doc.session.certificate {
+        None => CertificateCheck {
+            present: false,
+            verified: false,
+            approvals: 0,
+            coordinator_key: String::new(),
+            why: outcome.err().map(|b| b.to_string()),
+        },
+        Some(cert) => CertificateCheck {
+            present: true,
+            verified: outcome.is_ok(),
+            approvals: cert.approvals.len(),
+            coordinator_key: cert.coordinator_key.map_or(String::new(), |k| k.to_hex()),
+            why: outcome.err().map(|b| b.to_string()),
+        },
+    };
+    (signoffs, certificate)
+}
+
+/// The sign-offs block of `meshctl show`: each APPROVE, `verified` or `NOT VERIFIED`
+/// with why, then the certificate. Empty when there is no sign-off and no certificate.
+pub fn signoff_table(signoffs: &[SignOff], certificate: &CertificateCheck) -> String {
+    if signoffs.is_empty() && !certificate.present {
+        return String::new();
+    }
+    let short = |key: &str| key.get(..12).unwrap_or(key).to_string();
+    let mut out = String::from("\nsign-offs (checked here: chain and signature)\n");
+    let rows: Vec<Vec<String>> = signoffs
+        .iter()
+        .map(|s| {
+            let mark = match &s.why {
+                None => "verified".to_string(),
+                Some(why) => format!("NOT VERIFIED ({why})"),
+            };
+            vec![
+                format!("  #{} r{}", s.seq, s.round),
+                s.role.clone(),
+                format!("APPROVE v{}", s.proposal_version),
+                if s.public_key.is_empty() {
+                    "no key".into()
+                } else {
+                    format!("key {}", short(&s.public_key))
+                },
+                mark,
+            ]
+        })
+        .collect();
+    let signoff_table = table(&["", "", "", "", ""], &rows);
+    out.push_str(signoff_table.split_once('\n').map_or("", |(_, rest)| rest));
+    if certificate.present {
+        match &certificate.why {
+            None => out.push_str(&format!(
+                "certificate verified: {} approvals, coordinator key {}\n",
+                certificate.approvals,
+                short(&certificate.coordinator_key)
+            )),
+            Some(why) => out.push_str(&format!("certificate NOT VERIFIED ({why})\n")),
+        }
+    }
+    out
+}
+
+/// What `meshctl verify` prints for a valid export.
+pub fn verified(v: &agentmesh_core::verify::Verified) -> String {
+    let mut out = format!(
+        "valid: session {} ({}), {} entries, chain head {}\n",
+        v.session_id, v.status, v.entries, v.chain_head
+    );
+    out.push_str("  the hash chain is whole and every entry's signature verifies\n");
+    if let Some(key) = v.coordinator_key {
+        out.push_str(&format!(
+            "  certificate: {} approvals, one per participant, of the final hash at the chain head, signed by coordinator key {key}\n",
+            v.approvals
+        ));
+    }
+    for (role, keys) in &v.keys {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_hex()).collect();
+        out.push_str(&format!("  {role:<12} {}\n", keys.join(", ")));
+    }
+    out.push_str(if v.trusted {
+        "  every key is one the trust file names\n"
+    } else {
+        "  keys not checked against a trust file (--trust FILE)\n"
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -865,7 +865,12 @@ fn show_prints_details_and_the_verdict_matrix() {
          verdicts\n\
          ROLE        r1\n\
          supervisor  APPROVE\n\
-         backend     OBJECT\n"
+         backend     OBJECT\n\
+         \n\
+         sign-offs (checked here: chain and signature)\n\
+         \x20 #4 r1  supervisor  APPROVE v1  no key  NOT VERIFIED (seq 1 public_key: missing: \
+         the entry is not signed by a worker key)\n",
+        "a sign-off of this unsigned transcript is never marked verified"
     );
 
     let (code, stdout, _) = run(&server.url(), &["show", "s1", "--json"]);
@@ -873,6 +878,9 @@ fn show_prints_details_and_the_verdict_matrix() {
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(doc["session"]["id"], "s1");
     assert_eq!(doc["session"]["status"], "NO_CONSENSUS");
+    assert_eq!(doc["signoffs"][0]["seq"], 4);
+    assert_eq!(doc["signoffs"][0]["verified"], false);
+    assert_eq!(doc["certificate"]["present"], false);
     assert_eq!(doc["session"]["assignments"]["backend"], "backend-1");
     assert_eq!(
         doc["verdicts"],

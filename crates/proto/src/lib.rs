@@ -26,6 +26,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 use agentmesh_core as core;
 
 pub mod backoff;
+pub mod keys;
 pub use backoff::Backoff;
 
 /// The gRPC metadata key in which a standby coordinator names the leader's address.
@@ -40,30 +41,45 @@ pub const FORWARDED_METADATA: &str = "x-agentmesh-forwarded";
 /// Where the leading coordinator serves: the value it campaigns with in the election.
 ///
 /// Encoded as the gRPC URL, then optionally ` http=<URL>` for the HTTP side (dashboard,
-/// JSON API, SSE), which standbys need to forward browsers' calls. A bare URL (what
-/// coordinators before the HTTP forwarding published) parses as a gRPC URL alone.
+/// JSON API, SSE), which standbys need to forward browsers' calls, and ` key=<hex>`: the
+/// Ed25519 key the leader signs unanimity certificates with, so the election in etcd
+/// publishes it. A bare URL (what coordinators before the HTTP forwarding published)
+/// parses as a gRPC URL alone; unknown words are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderAddress {
     pub grpc: String,
     pub http: Option<String>,
+    /// Hex of the leader's certificate key.
+    pub key: Option<String>,
 }
 
 impl LeaderAddress {
     pub fn encode(&self) -> String {
-        match &self.http {
-            Some(http) => format!("{} http={http}", self.grpc),
-            None => self.grpc.clone(),
+        let mut value = self.grpc.clone();
+        if let Some(http) = &self.http {
+            value.push_str(&format!(" http={http}"));
         }
+        if let Some(key) = &self.key {
+            value.push_str(&format!(" key={key}"));
+        }
+        value
     }
 
     /// Parses an election value; `None` when it holds no gRPC URL.
     pub fn parse(value: &str) -> Option<LeaderAddress> {
         let mut words = value.split_whitespace();
         let grpc = words.next()?.to_string();
-        let http = words
-            .find_map(|w| w.strip_prefix("http="))
-            .map(str::to_string);
-        Some(LeaderAddress { grpc, http })
+        let rest: Vec<&str> = words.collect();
+        let word = |prefix: &str| {
+            rest.iter()
+                .find_map(|w| w.strip_prefix(prefix))
+                .map(str::to_string)
+        };
+        Some(LeaderAddress {
+            grpc,
+            http: word("http="),
+            key: word("key="),
+        })
     }
 }
 
@@ -217,6 +233,9 @@ impl From<&core::Entry> for v1::Entry {
             proposal_version: e.proposal_version,
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
+            attempt: e.attempt,
+            public_key: e.public_key.map_or(Vec::new(), |k| k.0.to_vec()),
+            chain_hash: chain_hash_to_wire(&e.chain_hash),
         }
     }
 }
@@ -243,6 +262,9 @@ impl From<core::Entry> for v1::Entry {
             proposal_version: e.proposal_version,
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
+            attempt: e.attempt,
+            public_key: e.public_key.map_or(Vec::new(), |k| k.0.to_vec()),
+            chain_hash: chain_hash_to_wire(&e.chain_hash),
         }
     }
 }
@@ -277,6 +299,124 @@ impl TryFrom<v1::Entry> for core::Entry {
             signature: e.signature,
             prompt_tokens: e.prompt_tokens,
             completion_tokens: e.completion_tokens,
+            attempt: e.attempt,
+            public_key: public_key_from_wire(&e.public_key)
+                .map_err(|why| format!("entry {}: public_key: {why}", e.seq))?,
+            chain_hash: chain_hash_from_wire(&e.chain_hash)
+                .map_err(|why| format!("entry {}: chain_hash: {why}", e.seq))?,
+        })
+    }
+}
+
+/// A wire public key: empty for none, else exactly 32 bytes.
+pub fn public_key_from_wire(bytes: &[u8]) -> Result<Option<core::trust::PublicKey>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{} bytes; an Ed25519 public key is 32", bytes.len()))?;
+    Ok(Some(core::trust::PublicKey(key)))
+}
+
+/// An entry's chain hash on the wire: empty for none (the core's all-zero digest).
+pub fn chain_hash_to_wire(hash: &core::trust::Digest32) -> Vec<u8> {
+    if hash.is_zero() {
+        Vec::new()
+    } else {
+        hash.0.to_vec()
+    }
+}
+
+/// An entry's chain hash from the wire: empty for none, else 32 bytes that are not all
+/// zero (all zero is how the core writes "none", so it cannot also be a hash).
+pub fn chain_hash_from_wire(bytes: &[u8]) -> Result<core::trust::Digest32, String> {
+    if bytes.is_empty() {
+        return Ok(core::trust::Digest32::default());
+    }
+    let hash = digest_from_wire(bytes)?;
+    if hash.is_zero() {
+        return Err("32 zero bytes are no chain hash (send none as empty)".into());
+    }
+    Ok(hash)
+}
+
+/// A wire SHA-256: exactly 32 bytes.
+pub fn digest_from_wire(bytes: &[u8]) -> Result<core::trust::Digest32, String> {
+    let digest: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{} bytes; a SHA-256 is 32", bytes.len()))?;
+    Ok(core::trust::Digest32(digest))
+}
+
+impl From<&core::trust::Certificate> for v1::Certificate {
+    fn from(c: &core::trust::Certificate) -> Self {
+        v1::Certificate {
+            session_id: c.session_id.clone(),
+            task_sha256: c.task_sha256.0.to_vec(),
+            participants: c.participants.clone(),
+            final_version: c.final_version,
+            final_hash: c.final_hash.clone(),
+            chain_seq: c.chain_seq,
+            chain_head: c.chain_head.0.to_vec(),
+            approvals: c
+                .approvals
+                .iter()
+                .map(|a| v1::Approval {
+                    role: a.role.clone(),
+                    worker_id: a.worker_id.clone(),
+                    seq: a.seq,
+                    round: a.round,
+                    attempt: a.attempt,
+                    content_sha256: a.content_sha256.0.to_vec(),
+                    concerns: a.concerns.clone(),
+                    public_key: a.public_key.0.to_vec(),
+                    signature: a.signature.clone(),
+                })
+                .collect(),
+            coordinator_key: c.coordinator_key.map_or(Vec::new(), |k| k.0.to_vec()),
+            signature: c.signature.clone(),
+        }
+    }
+}
+
+impl TryFrom<&v1::Certificate> for core::trust::Certificate {
+    type Error = String;
+    fn try_from(c: &v1::Certificate) -> Result<Self, String> {
+        let approvals = c
+            .approvals
+            .iter()
+            .map(|a| {
+                Ok(core::trust::Approval {
+                    role: a.role.clone(),
+                    worker_id: a.worker_id.clone(),
+                    seq: a.seq,
+                    round: a.round,
+                    attempt: a.attempt,
+                    content_sha256: digest_from_wire(&a.content_sha256)
+                        .map_err(|why| format!("approval of {}: content_sha256: {why}", a.role))?,
+                    concerns: a.concerns.clone(),
+                    public_key: public_key_from_wire(&a.public_key)
+                        .map_err(|why| format!("approval of {}: public_key: {why}", a.role))?
+                        .ok_or_else(|| format!("approval of {}: no public key", a.role))?,
+                    signature: a.signature.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(core::trust::Certificate {
+            session_id: c.session_id.clone(),
+            task_sha256: digest_from_wire(&c.task_sha256)
+                .map_err(|why| format!("certificate task_sha256: {why}"))?,
+            participants: c.participants.clone(),
+            final_version: c.final_version,
+            final_hash: c.final_hash.clone(),
+            chain_seq: c.chain_seq,
+            chain_head: digest_from_wire(&c.chain_head)
+                .map_err(|why| format!("certificate chain_head: {why}"))?,
+            approvals,
+            coordinator_key: public_key_from_wire(&c.coordinator_key)
+                .map_err(|why| format!("certificate coordinator_key: {why}"))?,
+            signature: c.signature.clone(),
         })
     }
 }
@@ -315,6 +455,7 @@ impl From<&core::SessionSummary> for v1::Session {
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
             broadcast_rounds: s.broadcast_rounds,
+            certificate: s.certificate.as_ref().map(v1::Certificate::from),
         }
     }
 }
@@ -352,6 +493,12 @@ impl TryFrom<&v1::Session> for core::SessionSummary {
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
             broadcast_rounds: s.broadcast_rounds,
+            certificate: s
+                .certificate
+                .as_ref()
+                .map(core::trust::Certificate::try_from)
+                .transpose()
+                .map_err(|why| format!("session {}: {why}", s.id))?,
         })
     }
 }
@@ -396,6 +543,19 @@ pub fn reply_from_wire(r: &v1::TurnResult) -> core::Reply {
     }
 }
 
+/// Signs a wire result with `key` over the statement its entry will make
+/// ([`core::trust::reply_statement`]); `reviewed_hash` is the proposal hash its turn
+/// request named (REVIEW). A result whose turn id does not parse stays unsigned (the
+/// coordinator refuses it for its turn id anyway).
+pub fn sign_result(key: &core::trust::KeyPair, result: &mut v1::TurnResult, reviewed_hash: &str) {
+    let Some(Ok((session_id, turn))) = result.turn.as_ref().map(turn_from_wire) else {
+        return;
+    };
+    let reply = reply_from_wire(result);
+    let statement = core::trust::reply_statement(&session_id, &turn, reviewed_hash, &reply);
+    result.signature = key.sign(&statement);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +578,9 @@ mod tests {
             signature: vec![9],
             prompt_tokens: 812,
             completion_tokens: 64,
+            attempt: 2,
+            public_key: Some(core::trust::KeyPair::from_seed([5; 32]).public()),
+            chain_hash: core::trust::Digest32([6; 32]),
         };
         let wire = v1::Entry::from(&e);
         assert_eq!(core::Entry::try_from(&wire).unwrap(), e);
@@ -453,6 +616,7 @@ mod tests {
         let both = LeaderAddress {
             grpc: "http://10.0.0.5:7700".into(),
             http: Some("http://10.0.0.5:7780".into()),
+            key: Some("ab".repeat(32)),
         };
         assert_eq!(LeaderAddress::parse(&both.encode()), Some(both));
         let bare = LeaderAddress::parse("http://c1:7700").unwrap();

@@ -16,6 +16,13 @@ pub enum StoreError {
     /// seq, or a batch that is not consecutive). Nothing was written.
     #[error("append for session {id} starts at seq {got}, but the transcript holds {have} entries")]
     SeqGap { id: String, got: u64, have: u64 },
+    /// The entries do not chain onto the stored head: an entry's chain hash is not the
+    /// hash of it over the entry before it (ARCHITECTURE.md, the transcript's hash
+    /// chain). Nothing was written.
+    #[error(
+        "append for session {id}: entry {seq} does not chain onto the stored transcript ({why})"
+    )]
+    Unchained { id: String, seq: u64, why: String },
     /// The writer is no longer the leader (its leader key is gone or belongs to someone
     /// else now). Nothing was written; the writer must stop acting as leader.
     #[error("write refused, this process no longer leads: {0}")]

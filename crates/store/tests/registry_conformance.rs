@@ -48,6 +48,7 @@ fn worker(role: &str, id: &str) -> WorkerRecord {
         capacity: 4,
         version: "0.1.0".into(),
         address: format!("127.0.0.1:0/{id}"),
+        public_key: String::new(),
     }
 }
 

@@ -340,6 +340,53 @@ mod suite {
             .unwrap();
         assert_eq!(store.entries("big", 1).await.unwrap(), vec![fits]);
     }
+
+    /// The hash chain (issue 13): a batch must chain onto the stored head, as it must
+    /// continue its seq. A wrong chain hash, an unchained entry after chained ones, or a
+    /// batch chained onto another head is refused and writes nothing.
+    pub async fn a_batch_that_does_not_chain_onto_the_stored_head_writes_nothing(
+        store: &dyn SessionStore,
+    ) {
+        let h = header("c1", 100, "CONTRIBUTE", 3);
+        let mut transcript = vec![entry(1, "one"), entry(2, "two"), entry(3, "three")];
+        agentmesh_core::trust::rechain(&h.id, &h.task, &mut transcript);
+        store.write(U, &h, &transcript[..2]).await.unwrap();
+        let unchained = |err: StoreError| match err {
+            StoreError::Unchained { seq, .. } => seq,
+            other => panic!("expected Unchained, got {other:?}"),
+        };
+        // A wrong chain hash on the next entry.
+        let mut wrong = transcript[2].clone();
+        wrong.chain_hash.0[0] ^= 1;
+        assert_eq!(
+            unchained(store.write(U, &h, &[wrong]).await.unwrap_err()),
+            3
+        );
+        // An entry without a chain hash after chained ones.
+        let mut bare = transcript[2].clone();
+        bare.chain_hash = Default::default();
+        assert_eq!(unchained(store.write(U, &h, &[bare]).await.unwrap_err()), 3);
+        // An entry chained onto a different entry 2 (its content changed before hashing).
+        let mut forked = vec![entry(1, "one"), entry(2, "TWO"), entry(3, "three")];
+        agentmesh_core::trust::rechain(&h.id, &h.task, &mut forked);
+        let err = store.write(U, &h, &forked[2..]).await.unwrap_err();
+        assert_eq!(unchained(err), 3);
+        // A first entry that does not start from the session's genesis.
+        let other = header("c2", 100, "CONTRIBUTE", 1);
+        let err = store.write(U, &other, &transcript[..1]).await.unwrap_err();
+        assert_eq!(unchained(err), 1);
+        assert_eq!(
+            store.entries("c1", 1).await.unwrap(),
+            transcript[..2].to_vec()
+        );
+        assert!(
+            store.entries("c2", 1).await.is_err()
+                || store.entries("c2", 1).await.unwrap().is_empty()
+        );
+        // The right continuation goes through.
+        store.write(U, &h, &transcript[2..]).await.unwrap();
+        assert_eq!(store.entries("c1", 1).await.unwrap(), transcript);
+    }
 }
 
 macro_rules! all_backends {
@@ -363,6 +410,7 @@ all_backends!(
     too_large_entries_are_refused_and_the_limit_fits,
     long_transcripts_and_many_sessions_read_back_whole,
     ids_that_cannot_be_key_segments_are_refused,
+    a_batch_that_does_not_chain_onto_the_stored_head_writes_nothing,
 );
 
 mod redb_only {

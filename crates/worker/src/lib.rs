@@ -24,6 +24,8 @@
 //! held is reassigned to a replica of its role.
 
 pub mod brains;
+pub mod metrics;
+mod trace;
 
 use agentmesh_brain::{Brain, Transcript, TurnContext};
 use agentmesh_core::Entry;
@@ -52,6 +54,12 @@ pub struct WorkerConfig {
     pub grace: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// The Ed25519 key every result is signed with; its public half goes in the Hello.
+    /// `None` only for `mesh-bench`'s unsigned runs (a coordinator that requires
+    /// signatures refuses such a worker).
+    pub signing_key: Option<Arc<agentmesh_core::trust::KeyPair>>,
+    /// TLS roots, client certificate and token towards the coordinator.
+    pub credentials: agentmesh_discovery::ClientCredentials,
 }
 
 /// How much the coordinator may send ahead of what this worker has read, on the one
@@ -173,12 +181,14 @@ struct TurnGuard(Arc<InFlight>);
 impl TurnGuard {
     fn new(in_flight: &Arc<InFlight>) -> Self {
         in_flight.count.fetch_add(1, Ordering::SeqCst);
+        metrics::MEASURES.turns_in_flight.inc();
         TurnGuard(in_flight.clone())
     }
 }
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
+        metrics::MEASURES.turns_in_flight.dec();
         if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -299,7 +309,7 @@ async fn connect_and_serve(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Ended {
-    let endpoint = match tonic::transport::Endpoint::from_shared(target.to_string()) {
+    let endpoint = match config.credentials.endpoint(target) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
@@ -323,13 +333,35 @@ async fn connect_and_serve(
         capacity: config.capacity,
         version: env!("CARGO_PKG_VERSION").to_string(),
         cursors: held.cursors(),
+        public_key: config
+            .signing_key
+            .as_ref()
+            .map_or(Vec::new(), |k| k.public().0.to_vec()),
     };
     let _ = out_tx
         .send(WorkerMessage {
             msg: Some(worker_message::Msg::Hello(hello)),
         })
         .await;
-    let mut inbound = match client.attach(ReceiverStream::new(out_rx)).await {
+    // Who we are: the role (the coordinator authorizes it before the stream opens) and
+    // the token, read again for every connection so a rotated file takes effect.
+    let mut attach = tonic::Request::new(ReceiverStream::new(out_rx));
+    match tonic::metadata::MetadataValue::try_from(config.role.as_str()) {
+        Ok(role) => {
+            attach
+                .metadata_mut()
+                .insert(agentmesh_discovery::ROLE_METADATA, role);
+        }
+        Err(_) => return Ended::Broken(format!("role {:?} is not valid metadata", config.role)),
+    }
+    match config.credentials.authorization() {
+        Ok(Some(token)) => {
+            attach.metadata_mut().insert("authorization", token);
+        }
+        Ok(None) => {}
+        Err(why) => return Ended::Broken(why),
+    }
+    let mut inbound = match client.attach(attach).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             let named = status
@@ -381,6 +413,7 @@ async fn connect_and_serve(
                     }
                     Some(coordinator_message::Msg::SessionEnd(end)) => {
                         held.forget(&end.session_id);
+                        metrics::MEASURES.sessions_held.set(held.len() as i64);
                         // `held`: the transcripts this worker still keeps (tests watch it
                         // return to 0 once every session it took part in has ended).
                         tracing::info!(session = %end.session_id, status = agentmesh_proto::status_name(end.status), held = held.len(), "session ended");
@@ -390,12 +423,19 @@ async fn connect_and_serve(
                     }
                     Some(coordinator_message::Msg::Ack(ack)) if ack.code != 0 => {
                         let turn = ack.turn.unwrap_or_default();
+                        let code = tonic::Code::from_i32(ack.code);
+                        metrics::MEASURES.turn(&config.role, "refused", &format!("{code:?}"));
                         tracing::warn!(session = %turn.session_id, round = turn.round, code = ack.code, message = %ack.message, "result refused");
                     }
                     Some(coordinator_message::Msg::Ack(ack)) => {
                         // One stable line per accepted result (seq 0: a failure report
                         // was taken): `mesh-chaos` checks each against the transcript.
                         let turn = ack.turn.unwrap_or_default();
+                        // seq 0: a failure report was taken, counted when it was sent.
+                        if ack.seq > 0 {
+                            let outcome = if ack.duplicate { "duplicate" } else { "accepted" };
+                            metrics::MEASURES.turn(&config.role, outcome, "");
+                        }
                         let phase = agentmesh_proto::phase_from_wire(turn.phase).map_or("UNSPECIFIED", |p| p.as_str());
                         tracing::info!(session = %turn.session_id, seq = ack.seq, round = turn.round, phase = %phase, role = %turn.role, attempt = turn.attempt, worker = %config.worker_id, duplicate = ack.duplicate, "result acknowledged");
                     }
@@ -473,31 +513,48 @@ fn start_turn(
     let guard = TurnGuard::new(in_flight);
     let turn = request.turn.clone().unwrap_or_default();
     let deadline_ms = request.deadline_ms;
+    let span = trace::turn_span(
+        &config.role,
+        &config.worker_id,
+        brain.name(),
+        &turn,
+        &request.trace_context,
+    );
     let absorbed = held.absorb(request, &config.role);
+    metrics::MEASURES.sessions_held.set(held.len() as i64);
+    let role = config.role.clone();
     let brain = brain.clone();
-    tokio::spawn(async move {
+    let signing_key = config.signing_key.clone();
+    let task = async move {
         let _guard = guard;
         let message = match absorbed {
             Err(why) => failed(turn, why),
             Ok(context) => {
+                let reviewed = context.proposal_hash.clone();
                 let budget =
                     Duration::from_millis(deadline_ms.saturating_sub(now_ms()).max(1_000) as u64);
                 match tokio::time::timeout(budget, brain.think(context)).await {
-                    Ok(Ok(reply)) => WorkerMessage {
-                        msg: Some(worker_message::Msg::Result(v1::TurnResult {
-                            turn: Some(turn),
-                            entry_type: reply
-                                .entry_type
-                                .map_or(0, |t| v1::EntryType::from(t) as i32),
-                            content: reply.content,
-                            verdict: reply.verdict.map_or(0, |v| v1::Verdict::from(v) as i32),
-                            concerns: reply.concerns,
-                            proposal_hash: reply.proposal_hash,
-                            signature: reply.signature,
-                            prompt_tokens: reply.prompt_tokens,
-                            completion_tokens: reply.completion_tokens,
-                        })),
-                    },
+                    Ok(Ok(mut reply)) => {
+                        if let Some(key) = &signing_key {
+                            sign(key, &turn, &reviewed, &mut reply);
+                        }
+                        metrics::MEASURES.tokens(reply.prompt_tokens, reply.completion_tokens);
+                        WorkerMessage {
+                            msg: Some(worker_message::Msg::Result(v1::TurnResult {
+                                turn: Some(turn),
+                                entry_type: reply
+                                    .entry_type
+                                    .map_or(0, |t| v1::EntryType::from(t) as i32),
+                                content: reply.content,
+                                verdict: reply.verdict.map_or(0, |v| v1::Verdict::from(v) as i32),
+                                concerns: reply.concerns,
+                                proposal_hash: reply.proposal_hash,
+                                signature: reply.signature,
+                                prompt_tokens: reply.prompt_tokens,
+                                completion_tokens: reply.completion_tokens,
+                            })),
+                        }
+                    }
                     Ok(Err(e)) => failed(turn, format!("brain {}: {e}", brain.name())),
                     Err(_) => failed(
                         turn,
@@ -507,10 +564,32 @@ fn start_turn(
             }
         };
         let message = fit_message_limit(message, max_message_bytes);
+        if matches!(message.msg, Some(worker_message::Msg::Failed(_))) {
+            metrics::MEASURES.turn(&role, "failed", "");
+        }
         // If the stream broke meanwhile this fails: the coordinator has reassigned the
         // turn under a new attempt, so the result would be stale anyway.
+        trace::record_outcome(&tracing::Span::current(), &message);
         let _ = out.send(message).await;
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
+}
+
+/// Signs `reply` to `turn` over the statement its entry will make (`reviewed`: the hash
+/// the turn request named for review): the session, the turn's round, phase, role and
+/// attempt, and what the reply says — so it cannot be replayed into another session,
+/// round or attempt.
+pub fn sign(
+    key: &agentmesh_core::trust::KeyPair,
+    turn: &v1::TurnId,
+    reviewed: &str,
+    reply: &mut agentmesh_core::Reply,
+) {
+    // A turn id whose phase does not parse is refused by the coordinator whatever it
+    // carries; it is sent unsigned.
+    if let Ok((session_id, key_turn)) = agentmesh_proto::turn_from_wire(turn) {
+        key.sign_reply(&session_id, &key_turn, reviewed, reply);
+    }
 }
 
 /// The message to send for a finished turn, given the coordinator's limit (`limit`

@@ -45,6 +45,36 @@ struct Args {
     /// On SIGTERM, how long in-flight turns may take before the worker leaves anyway.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
+    /// The Ed25519 key this worker signs every result with (`mesh-worker keygen --out
+    /// FILE` writes one). Without it, the worker signs with an ephemeral key, new at each
+    /// start, and says so.
+    #[arg(long, env = "MESH_SIGNING_KEY")]
+    signing_key: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    client: agentmesh_discovery::ClientFlags,
+    #[command(flatten)]
+    etcd_security: agentmesh_discovery::EtcdFlags,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090; off by default).
+    #[arg(long, env = "MESH_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Record each model call's prompt and reply in its trace span, as bounded events
+    /// (never recorded without this flag).
+    #[arg(long, env = "MESH_TRACE_CONTENT")]
+    trace_content: bool,
+    #[command(flatten)]
+    telemetry: agentmesh_telemetry::TelemetryArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Writes a new Ed25519 signing key to FILE (mode 0600; never overwrites) and prints
+    /// its public key, for `--signing-key` and for pinning.
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,14 +114,12 @@ fn one_malloc_arena() {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    if let Some(Command::Keygen { out }) = &args.command {
+        let key = agentmesh_proto::keys::keygen(out).map_err(anyhow::Error::msg)?;
+        println!("wrote {}; public key {}", out.display(), key.public());
+        return Ok(());
+    }
     let role = brains::resolve_role(args.role.as_deref(), &args.brain)?;
     if let Err(why) = agentmesh_core::session::validate_role(&role) {
         anyhow::bail!("--role: {why}");
@@ -106,7 +134,48 @@ async fn serve() -> anyhow::Result<()> {
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         )
     });
+    // Logs (RUST_LOG, --log-format) and, with a collector configured, trace export; the
+    // guard sends the last spans on the way out.
+    let _telemetry = agentmesh_telemetry::init(agentmesh_telemetry::Options {
+        service_name: "agentmesh-worker",
+        service_version: env!("CARGO_PKG_VERSION"),
+        instance_id: worker_id.clone(),
+        attributes: vec![(agentmesh_telemetry::genai::MESH_WORKER_ROLE, role.clone())],
+        log_format: args.telemetry.log_format,
+        default_filter: "info",
+        otlp_endpoint: args.telemetry.otlp_endpoint.clone(),
+        trace_content: args.trace_content,
+    });
     let brain = brains::build(&args.brain, &role)?;
+    let (signing_key, ephemeral) =
+        agentmesh_proto::keys::load_or_generate(args.signing_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("--signing-key: {e}"))?;
+    if ephemeral {
+        tracing::warn!(public_key = %signing_key.public(), "no --signing-key: signing with an ephemeral key, new at each start (mesh-worker keygen --out FILE makes one to keep and pin)");
+    } else {
+        tracing::info!(public_key = %signing_key.public(), "signing with the key of --signing-key");
+    }
+    // Read now, so a missing file stops the worker at start; the token file is read
+    // again for every connection (and certificates with it), so a rotated one needs no
+    // restart, and SIGHUP (which would otherwise end the process) only says so.
+    let credentials = args.client.credentials().map_err(anyhow::Error::msg)?;
+    let etcd_security = args.etcd_security.security()?;
+    tokio::spawn(async {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP: the token file and certificates are read again at the next connection"
+            );
+        }
+    });
+    agentmesh_worker::metrics::observe_brains();
+    if let Some(addr) = args.metrics_listen {
+        let listener = agentmesh_worker::metrics::bind(addr).await?;
+        tokio::spawn(agentmesh_worker::metrics::serve(listener));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -123,9 +192,12 @@ async fn serve() -> anyhow::Result<()> {
     let mut leader_lookup = None;
     let mut registration = None;
     if !args.etcd.is_empty() {
-        let Some(client) =
-            agentmesh_discovery::connect_etcd_with_retry(&args.etcd, stopped(stop_rx.clone()))
-                .await
+        let Some(client) = agentmesh_discovery::connect_etcd_with_retry_secured(
+            &args.etcd,
+            &etcd_security,
+            stopped(stop_rx.clone()),
+        )
+        .await
         else {
             return Ok(());
         };
@@ -135,6 +207,7 @@ async fn serve() -> anyhow::Result<()> {
             capacity: args.capacity,
             version: env!("CARGO_PKG_VERSION").to_string(),
             address: args.advertise.clone().unwrap_or_else(host_name),
+            public_key: signing_key.public().to_hex(),
         };
         // The lease is kept alive (and the worker registered again after an etcd outage)
         // in the background until it is revoked on the way out.
@@ -172,6 +245,8 @@ async fn serve() -> anyhow::Result<()> {
         grace: Duration::from_secs(args.grace_secs),
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(10),
+        credentials,
+        signing_key: Some(std::sync::Arc::new(signing_key)),
     };
     let result = agentmesh_worker::run(config, brain, stop_rx).await;
     if let Some(registration) = registration {

@@ -162,8 +162,9 @@ def test_labels_on_every_object(name, docs):
         for key, value in expected.items():
             assert labels[key] == value, f"{where}: {key}={labels[key]}"
         assert d["metadata"].get("namespace") == NAMESPACE, where
-        # Every object of a role says which (policies covering all workers have no role).
-        per_role = labels["app.kubernetes.io/component"] == "worker" and d["kind"] != "NetworkPolicy"
+        # Every object of a role says which (policies and the PodMonitor covering all
+        # workers have no role).
+        per_role = labels["app.kubernetes.io/component"] == "worker" and d["kind"] not in ("NetworkPolicy", "PodMonitor")
         if per_role:
             assert labels.get("agentmesh.io/role") in roles, f"{where} lacks agentmesh.io/role"
             assert labels["agentmesh.io/role"] in d["metadata"]["name"].replace("-", "_") or \
@@ -373,9 +374,9 @@ def test_coordinator_deployment_probes_and_rolling_update():
     [c] = spec["template"]["spec"]["containers"]
     assert c["image"] == f"agentmesh/coordinator:{CHART_YAML['appVersion']}"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 7700, "http": 7780}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 120
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert "exec" not in c[probe], "the images have no shell"
@@ -490,7 +491,7 @@ def test_external_etcd_renders_no_etcd_objects():
     docs = render(("external-etcd-values.yaml",), api_versions=MONITORING)
     assert not of_kind(docs, "StatefulSet")
     assert not [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "etcd"]
-    assert not of_kind(docs, "PodMonitor")
+    assert [p["metadata"]["name"] for p in of_kind(docs, "PodMonitor")] == [f"{FULLNAME}-workers"]
     endpoints = ("http://etcd-0.etcd.infra.svc.cluster.local:2379,http://etcd-1.etcd.infra.svc.cluster.local:2379,"
                  "http://etcd-2.etcd.infra.svc.cluster.local:2379")
     assert flag(args_of(named(docs, "Deployment", COORDINATOR)), "etcd") == endpoints
@@ -536,7 +537,12 @@ def test_network_policies():
 
     w = policies[f"{FULLNAME}-worker"]["spec"]
     assert w["podSelector"]["matchLabels"] == sel("worker")
-    assert w["policyTypes"] == ["Ingress", "Egress"] and w["ingress"] == []
+    assert w["policyTypes"] == ["Ingress", "Egress"]
+    # Nothing may reach a worker but Prometheus, on its metrics port.
+    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    assert w["ingress"] == [{"from": [prometheus], "ports": tcp(9090)}]
+    closed = render(sets=("networkPolicy.enabled=true", "networkPolicy.metrics=null"))
+    assert named(closed, "NetworkPolicy", f"{FULLNAME}-worker")["spec"]["ingress"] == []
     assert {"to": [peer("coordinator")], "ports": tcp(7700)} in w["egress"]
     assert {"to": [peer("etcd")], "ports": tcp(2379)} in w["egress"]
     dns = [r for r in w["egress"] if {"protocol": "UDP", "port": 53} in r["ports"]]
@@ -594,6 +600,37 @@ def test_monitoring_objects_only_with_the_api():
                        "ServiceMonitor")
 
 
+def test_workers_serve_metrics_and_a_podmonitor_scrapes_every_role():
+    docs = render(api_versions=MONITORING)
+    for d in workers(docs).values():
+        assert flag(args_of(d), "metrics-listen") == "0.0.0.0:9090"
+        container = d["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    pm = named(docs, "PodMonitor", f"{FULLNAME}-workers")
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    selector = pm["spec"]["selector"]["matchLabels"].items()
+    for d in workers(docs).values():
+        assert selector <= d["spec"]["template"]["metadata"]["labels"].items(), d["metadata"]["name"]
+    port = render(api_versions=MONITORING, sets=("monitoring.workerMetricsPort=9464",))
+    assert {flag(args_of(d), "metrics-listen") for d in workers(port).values()} == {"0.0.0.0:9464"}
+
+
+def test_the_alert_rules_render_as_a_prometheusrule_only_with_the_api():
+    import yaml
+    rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    for f in CI_FILES:
+        assert not of_kind(render((f,)), "PrometheusRule"), f
+    docs = render(api_versions=MONITORING)
+    rule = named(docs, "PrometheusRule", FULLNAME)
+    assert rule["spec"]["groups"] == rules["groups"], "the chart renders files/prometheus-rules.yaml as it is"
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"AgentmeshNoLeader", "AgentmeshRoleStarved", "AgentmeshTurnFailureRate",
+            "AgentmeshStoreWritesSlow", "AgentmeshEtcdUnavailable"} <= alerts
+    assert not of_kind(render(api_versions=MONITORING, sets=("monitoring.prometheusRule.enabled=false",)),
+                       "PrometheusRule")
+
+
 # ------------------------------------------------------------ the validator itself
 
 def test_the_schema_validator_is_not_vacuous():
@@ -620,3 +657,77 @@ def test_the_schema_validator_is_not_vacuous():
     # 1.25 does not know PodDisruptionBudget.spec.unhealthyPodEvictionPolicy: why the floor is above it.
     pdb = named(docs, "PodDisruptionBudget", COORDINATOR)
     assert validate_manifests.validate_document(pdb, "1.25.0")
+
+
+# -------------------------------------------------------------------------- security
+
+def test_auth_is_on_by_default_with_a_secret_the_user_creates():
+    docs = render()
+    [coordinator] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == COORDINATOR]
+    spec = coordinator["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert flag(c["args"], "auth-file") == "/etc/agentmesh/auth/auth.toml"
+    assert "--insecure" not in c["args"]
+    [auth] = [v for v in spec["volumes"] if v["name"] == "auth"]
+    assert auth["secret"]["secretName"] == f"{FULLNAME}-auth"
+    # The coordinators get the auth file and an operator's token, never a worker's.
+    assert [i["key"] for i in auth["secret"]["items"]] == ["auth.toml", "operator-token"]
+    for role, d in workers(docs).items():
+        wspec = d["spec"]["template"]["spec"]
+        wc = wspec["containers"][0]
+        assert flag(wc["args"], "token-file") == "/etc/agentmesh/auth/token", role
+        [wauth] = [v for v in wspec["volumes"] if v["name"] == "auth"]
+        assert wauth["secret"]["items"] == [{"key": "worker-token", "path": "token"}], role
+    # The chart creates no Secret and no Certificate unless asked.
+    assert not of_kind(docs, "Secret") and not of_kind(docs, "Certificate")
+
+
+def test_auth_off_passes_insecure_and_mounts_no_tokens():
+    docs = render(sets=("auth.enabled=false",))
+    for d in of_kind(docs, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        assert not [v for v in spec.get("volumes", []) if v["name"] == "auth"]
+        if d["metadata"]["name"] == COORDINATOR:
+            assert "--insecure" in spec["containers"][0]["args"]
+
+
+def test_tls_mtls_cert_manager_and_signing_keys():
+    docs = render(("tls-values.yaml",))
+    [coordinator] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == COORDINATOR]
+    c = coordinator["spec"]["template"]["spec"]["containers"][0]
+    server_name = f"{COORDINATOR}.{NAMESPACE}.svc"
+    assert flag(c["args"], "tls-cert") == "/etc/agentmesh/tls/tls.crt"
+    assert flag(c["args"], "tls-client-ca") == "/etc/agentmesh/tls/ca.crt"
+    assert flag(c["args"], "tls-server-name") == server_name
+    assert flag(c["args"], "advertise").startswith("https://")
+    assert flag(c["args"], "signing-key") == "/etc/agentmesh/signing/coordinator.key"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    [cert] = of_kind(docs, "Certificate")
+    assert cert["spec"]["secretName"] == f"{FULLNAME}-tls"
+    assert server_name in cert["spec"]["dnsNames"]
+    assert cert["spec"]["uris"] == ["spiffe://agentmesh/agentmesh/coordinator"]
+    assert set(cert["spec"]["usages"]) == {"server auth", "client auth"}
+    assert cert["spec"]["issuerRef"] == {"name": "agentmesh-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    for role, d in workers(docs).items():
+        spec = d["spec"]["template"]["spec"]
+        wc = spec["containers"][0]
+        assert flag(wc["args"], "tls-ca") == "/etc/agentmesh/tls/ca.crt", role
+        assert flag(wc["args"], "tls-server-name") == server_name, role
+        [tls] = [v for v in spec["volumes"] if v["name"] == "tls"]
+        assert tls["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "workers get the CA only"
+        [signing] = [v for v in spec["volumes"] if v["name"] == "signing"]
+        assert signing["secret"] == {"secretName": "agentmesh-signing-keys", "defaultMode": 0o440,
+                                     "items": [{"key": role, "path": "worker.key"}]}
+        [auth] = [v for v in spec["volumes"] if v["name"] == "auth"]
+        if role == "backend":
+            assert auth["secret"]["secretName"] == "backend-pool-token"
+            assert auth["secret"]["items"] == [{"key": "token", "path": "token"}]
+        else:
+            assert auth["secret"]["secretName"] == f"{FULLNAME}-auth"
+
+
+def test_cert_manager_without_an_issuer_is_refused():
+    out = helm(*template_args(sets=("tls.enabled=true", "tls.certManager.enabled=true")))
+    assert out.returncode != 0
+    assert "tls.certManager.issuerRef.name" in out.stderr

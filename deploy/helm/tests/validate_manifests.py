@@ -3,7 +3,8 @@
 * Kubernetes kinds: the strict schemas (unknown fields refused) that the
   kubernetes-validate package ships, of exactly the version asked for. There is no
   fallback to an older version's schemas, and no kind is skipped.
-* CRD kinds (KEDA ScaledObject, Prometheus Operator ServiceMonitor and PodMonitor): the
+* CRD kinds (KEDA ScaledObject, Prometheus Operator ServiceMonitor, PodMonitor and
+  PrometheusRule): the
   Kubernetes schemas do not have them, so they are checked against schemas/*.json in this
   directory. Those are NOT the CRDs: each one describes the fields this chart renders,
   with the CRD's types and constraints, and refuses any other field. A ScaledObject's
@@ -37,6 +38,8 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): HERE / "schemas" / "scaledobject-keda.sh-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "schemas" / "servicemonitor-monitoring.coreos.com-v1.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): HERE / "schemas" / "podmonitor-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): HERE / "schemas" / "prometheusrule-monitoring.coreos.com-v1.json",
+    ("cert-manager.io/v1", "Certificate"): HERE / "schemas" / "certificate-cert-manager.io-v1.json",
 }
 
 

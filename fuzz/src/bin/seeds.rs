@@ -197,6 +197,7 @@ fn wire_seeds(w: &mut Out) {
                 proposal_version: version,
                 proposal_hash: hash.into(),
                 deadline_ms: fixture::START_MS + 60_000,
+                ..Default::default()
             })),
             ..Default::default()
         },

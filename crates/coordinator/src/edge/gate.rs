@@ -22,8 +22,27 @@
 //! not leading refuses it (UNAVAILABLE / 503, naming the leader) rather than forwarding it
 //! again: two standbys with stale views of the election cannot bounce a call forever, and
 //! the client retries.
+//!
+//! # Who is calling
+//!
+//! Before anything else, the gate authenticates the caller and authorizes the call
+//! ([`crate::edge::auth`]: a bearer token, the dashboard's cookie, or the verified client
+//! certificate's SPIFFE ID; the permission table). A refusal is UNAUTHENTICATED / 401 or
+//! PERMISSION_DENIED / 403, from the same `MeshError` table as every other failure. The
+//! [`Principal`] then travels with the request as an extension; handlers never see a
+//! token. A standby authenticates *before* forwarding, so an unauthenticated call never
+//! leaves it, and forwards the caller's credentials unchanged: the leader authenticates
+//! and authorizes again. A caller known only by its certificate has nothing to pass on;
+//! the standby then names its SPIFFE ID in [`CALLER_METADATA`] and presents its own
+//! credentials (its certificate, `spiffe://<td>/agentmesh/coordinator`, and/or its
+//! `--token-file` token of a `coordinator` principal). The leader believes that header
+//! only from a coordinator; every coordinator drops it from anyone else's call.
 
+use crate::edge::auth::{self, Authority, CALLER_METADATA, Presented, Principal, Via};
 use crate::edge::grpc::status_of;
+use crate::edge::security::{Loaded, Security};
+use crate::edge::tls::PeerInfo;
+use crate::errors::MeshError;
 use crate::state::Mesh;
 use agentmesh_proto::{FORWARDED_METADATA, LeaderAddress};
 use axum::response::IntoResponse;
@@ -36,47 +55,134 @@ use std::time::Duration;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::ServiceExt;
 
 /// How long a standby waits to connect to the leader before telling the client to retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     axum::body::Body,
 >;
 
-/// The gate's state: the mesh it guards, and connections to the leader, reused across
-/// forwarded calls.
+/// The gate's state: the mesh it guards, what it trusts, and connections to the leader,
+/// reused across forwarded calls (and made anew after a reload of the credentials).
 pub(crate) struct Gate {
     mesh: Arc<Mesh>,
+    security: Security,
     /// One HTTP/2 channel per leader gRPC URL seen (a channel reconnects by itself; a
-    /// new leader gets a new entry, and the map holds at most a few).
-    channels: Mutex<HashMap<String, Channel>>,
-    http: HttpClient,
+    /// new leader gets a new entry, and the map holds at most a few), for the credentials
+    /// of one generation.
+    channels: Mutex<(u64, HashMap<String, Channel>)>,
+    http: Mutex<(u64, HttpClient)>,
+}
+
+/// An HTTP client to the leader with this generation's credentials: TLS for an
+/// `https://` leader (system roots, `--tls-ca`, this coordinator's certificate), plain
+/// HTTP otherwise.
+fn http_client(loaded: &Loaded) -> Result<HttpClient, String> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = crate::edge::tls::client_config(&loaded.forwarding)?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match &loaded.forwarding.tls_server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| format!("--tls-server-name {name:?}: {e}"))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let connector = builder.enable_http1().wrap_connector(connector);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
 }
 
 impl Gate {
-    pub fn new(mesh: Arc<Mesh>) -> Arc<Gate> {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        Arc::new(Gate {
+    pub fn new(mesh: Arc<Mesh>, security: Security) -> anyhow::Result<Arc<Gate>> {
+        let loaded = security.current();
+        let http = http_client(&loaded).map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(Gate {
             mesh,
-            channels: Mutex::new(HashMap::new()),
-            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector),
+            channels: Mutex::new((loaded.generation, HashMap::new())),
+            http: Mutex::new((loaded.generation, http)),
+            security,
+        }))
+    }
+
+    /// Who the caller of a gated gRPC call is, and whether it may make it.
+    fn admit_grpc(
+        &self,
+        loaded: &Loaded,
+        request: &http::Request<Body>,
+    ) -> Result<Principal, MeshError> {
+        if loaded.authority.is_open() {
+            return Ok(Principal::anonymous());
+        }
+        let headers = request.headers();
+        let uris = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.certificate_uris.clone());
+        let principal =
+            loaded
+                .authority
+                .authenticate(&presented(headers, uris.as_deref(), false))?;
+        let role = headers
+            .get(auth::ROLE_METADATA)
+            .and_then(|v| v.to_str().ok());
+        principal.authorize(&auth::grpc_need(request.uri().path(), role)?)?;
+        Ok(principal)
+    }
+
+    /// Whether a dashboard token is known (the login page's check).
+    pub fn known_token(&self, token: &str) -> Result<Principal, MeshError> {
+        self.security.current().authority.authenticate(&Presented {
+            token: Some(token),
+            ..Presented::default()
         })
     }
 
+    /// Whether callers must authenticate.
+    pub fn auth_enabled(&self) -> bool {
+        !self.security.current().authority.is_open()
+    }
+
+    /// Whether the HTTP port serves TLS (the login cookie is then `Secure`).
+    pub fn http_tls(&self) -> bool {
+        self.security.settings().tls_enabled()
+    }
+
+    fn http(&self) -> Result<HttpClient, String> {
+        let loaded = self.security.current();
+        let mut http = self.http.lock().expect("forwarder lock");
+        if http.0 != loaded.generation {
+            *http = (loaded.generation, http_client(&loaded)?);
+        }
+        Ok(http.1.clone())
+    }
+
     fn channel(&self, url: &str) -> Result<Channel, Status> {
-        let mut channels = self.channels.lock().expect("forwarder lock");
+        let loaded = self.security.current();
+        let mut guard = self.channels.lock().expect("forwarder lock");
+        if guard.0 != loaded.generation {
+            *guard = (loaded.generation, HashMap::new());
+        }
+        let channels = &mut guard.1;
         if let Some(channel) = channels.get(url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| Status::unavailable(format!("the leader's address {url:?}: {e}")))?
+        let channel = loaded
+            .forwarding
+            .endpoint(url)
+            .map_err(|e| Status::unavailable(format!("the leader's address: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -192,15 +298,27 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let loaded = self.gate.security.current();
+        let principal = match self.gate.admit_grpc(&loaded, &request) {
+            Ok(principal) => principal,
+            Err(refused) => {
+                let status = status_of(refused);
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
         if self.gate.mesh.is_leader() {
+            request.extensions_mut().insert(principal);
             return Box::pin(self.inner.call(request));
         }
         let gate = self.gate.clone();
         let gated = self.gated;
         Box::pin(async move {
             let answer = match gated {
-                Gated::Forward => forward_grpc(&gate, request).await,
+                Gated::Forward => {
+                    pass_on_identity(request.headers_mut(), &principal, &loaded);
+                    forward_grpc(&gate, request).await
+                }
                 Gated::Redirect => Err(status_of(gate.mesh.not_leader().await)),
             };
             Ok(answer.unwrap_or_else(Status::into_http))
@@ -240,6 +358,132 @@ async fn forward_grpc(
         Status::unavailable(why.message())
     })?;
     Ok(response)
+}
+
+/// What a caller presented: its bearer token (or, on HTTP, the dashboard's cookie), its
+/// verified certificate's SAN URIs, and the identity a forwarding coordinator vouches for.
+fn presented<'a>(
+    headers: &'a http::HeaderMap,
+    certificate_uris: Option<&'a [String]>,
+    cookie: bool,
+) -> Presented<'a> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let token = header(http::header::AUTHORIZATION.as_str())
+        .and_then(auth::bearer)
+        .or_else(|| {
+            cookie
+                .then(|| header(http::header::COOKIE.as_str()).and_then(auth::cookie_token))
+                .flatten()
+        });
+    Presented {
+        token,
+        certificate_uris: certificate_uris.unwrap_or(&[]),
+        vouched: header(CALLER_METADATA),
+    }
+}
+
+/// Before a standby forwards a call: the caller's own token goes on unchanged; a caller
+/// known by its certificate is named in [`CALLER_METADATA`], with this coordinator's
+/// token (if it has one) to vouch for it. Whatever the caller put in that header is
+/// dropped first.
+fn pass_on_identity(headers: &mut http::HeaderMap, principal: &Principal, loaded: &Loaded) {
+    headers.remove(CALLER_METADATA);
+    let Via::Certificate(id) = &principal.via else {
+        return;
+    };
+    let Ok(value) = http::HeaderValue::from_str(id) else {
+        return;
+    };
+    headers.insert(CALLER_METADATA, value);
+    match loaded.forwarding.token() {
+        Ok(Some(token)) => {
+            if let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read this coordinator's own token"),
+    }
+}
+
+/// A refusal of the HTTP side, in the HTTP edge's terms.
+fn http_refusal(e: MeshError) -> axum::response::Response {
+    (
+        crate::edge::http::status_of(e.kind()),
+        axum::Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
+/// Who the caller of an HTTP request is (bearer token, the dashboard's cookie, or its
+/// certificate).
+fn authenticate_http(
+    loaded: &Loaded,
+    request: &axum::extract::Request,
+) -> Result<Principal, MeshError> {
+    if let Authority::Open = loaded.authority {
+        return Ok(Principal::anonymous());
+    }
+    let uris = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<PeerInfo>>()
+        .map(|c| c.0.certificate_uris.clone());
+    loaded
+        .authority
+        .authenticate(&presented(request.headers(), uris.as_deref(), true))
+}
+
+/// The HTTP API's authentication and authorization (axum middleware, outside
+/// [`forward_http`]): GET needs `sessions:read`, POST `sessions:write`. The principal goes
+/// down as a request extension; a standby then forwards the caller's credentials.
+pub(crate) async fn authorize_http(
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let loaded = gate.security.current();
+    let admitted = authenticate_http(&loaded, &request)
+        .and_then(|p| p.authorize(&auth::http_need(request.method())).map(|()| p));
+    match admitted {
+        Ok(principal) => {
+            if !gate.mesh.is_leader() {
+                pass_on_identity(request.headers_mut(), &principal, &loaded);
+            }
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(refused) => http_refusal(refused),
+    }
+}
+
+/// The dashboard's page (axum middleware on `/`): with authentication on, a caller
+/// without a known token or certificate gets the login page (401), one without
+/// `sessions:read` the login page saying so (403).
+pub(crate) async fn dashboard_page(
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let loaded = gate.security.current();
+    let admitted = authenticate_http(&loaded, &request)
+        .and_then(|p| p.authorize(&auth::Need::Read).map(|()| p));
+    match admitted {
+        Ok(_) => next.run(request).await,
+        // A first visit is no error: the page alone. A known caller without read gets
+        // told why.
+        Err(refused) => {
+            let status = crate::edge::http::status_of(refused.kind());
+            let message = match refused {
+                MeshError::PermissionDenied(_) => Some(refused.to_string()),
+                _ if request.headers().contains_key(http::header::COOKIE) => {
+                    Some("Your sign-in is no longer valid; sign in again.".to_string())
+                }
+                _ => None,
+            };
+            crate::edge::http::login::page(status, message.as_deref())
+        }
+    }
 }
 
 fn mark_forwarded(headers: &mut http::HeaderMap, coordinator_id: &str) {
@@ -307,7 +551,8 @@ async fn proxy_http(
     mark_forwarded(&mut parts.headers, &mesh.config.coordinator_id);
     tracing::debug!(%path, leader = %base, "forwarding an HTTP call");
     let response = gate
-        .http
+        .http()
+        .map_err(&unreachable)?
         .request(http::Request::from_parts(parts, body))
         .await
         .map_err(|e| unreachable(error_chain(&e)))?;

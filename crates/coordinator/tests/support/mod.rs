@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use agentmesh_coordinator::{Backends, CoordinatorConfig, Listeners};
+use agentmesh_core::trust::KeyPair;
+use agentmesh_core::trust::testing::key_of;
 use agentmesh_core::{Entry, SessionSummary};
 use agentmesh_proto::v1::{
     self, coordinator_message::Msg, session_service_client::SessionServiceClient, worker_message,
@@ -193,6 +195,9 @@ pub async fn start_with(store: Arc<GatedStore>, config: CoordinatorConfig) -> St
 pub struct FakeWorker {
     pub up: mpsc::Sender<v1::WorkerMessage>,
     pub down: Streaming<v1::CoordinatorMessage>,
+    /// Its test key (`agentmesh_core::trust::testing`): announced in the Hello, and every
+    /// result is signed with it.
+    pub key: KeyPair,
 }
 
 impl FakeWorker {
@@ -236,6 +241,7 @@ impl FakeWorker {
                 capacity,
                 version: "test".into(),
                 cursors,
+                public_key: key_of(worker_id).public().0.to_vec(),
             })),
         })
         .await
@@ -245,7 +251,11 @@ impl FakeWorker {
             .await
             .unwrap()
             .into_inner();
-        let mut worker = FakeWorker { up, down };
+        let mut worker = FakeWorker {
+            up,
+            down,
+            key: key_of(worker_id),
+        };
         assert!(matches!(worker.next().await, Msg::Welcome(_)));
         worker
     }
@@ -268,14 +278,16 @@ impl FakeWorker {
     }
 
     pub async fn answer(&self, turn: &v1::TurnRequest, entry_type: v1::EntryType, content: &str) {
+        let mut result = v1::TurnResult {
+            turn: turn.turn.clone(),
+            entry_type: entry_type as i32,
+            content: content.into(),
+            ..Default::default()
+        };
+        agentmesh_proto::sign_result(&self.key, &mut result, &turn.proposal_hash);
         self.up
             .send(v1::WorkerMessage {
-                msg: Some(worker_message::Msg::Result(v1::TurnResult {
-                    turn: turn.turn.clone(),
-                    entry_type: entry_type as i32,
-                    content: content.into(),
-                    ..Default::default()
-                })),
+                msg: Some(worker_message::Msg::Result(result)),
             })
             .await
             .unwrap();
@@ -307,7 +319,12 @@ impl FakeWorker {
             let Some(Msg::Turn(turn)) = message.msg else {
                 continue;
             };
-            if self.up.send(diligent_answer(&turn)).await.is_err() {
+            if self
+                .up
+                .send(diligent_answer(&self.key, &turn))
+                .await
+                .is_err()
+            {
                 break;
             }
             answered += 1;
@@ -317,15 +334,20 @@ impl FakeWorker {
 
     /// Answers `first` (a turn already taken off the stream), then [`FakeWorker::serve`]s.
     pub async fn serve_from(self, first: v1::TurnRequest) -> usize {
-        if self.up.send(diligent_answer(&first)).await.is_err() {
+        if self
+            .up
+            .send(diligent_answer(&self.key, &first))
+            .await
+            .is_err()
+        {
             return 0;
         }
         1 + self.serve().await
     }
 }
 
-/// The answer a diligent worker gives to `turn`.
-fn diligent_answer(turn: &v1::TurnRequest) -> v1::WorkerMessage {
+/// The answer a diligent worker gives to `turn`, signed with `key`.
+fn diligent_answer(key: &KeyPair, turn: &v1::TurnRequest) -> v1::WorkerMessage {
     let phase = turn.turn.as_ref().unwrap().phase;
     let (entry_type, verdict) = match v1::Phase::try_from(phase).unwrap() {
         v1::Phase::Framing => (v1::EntryType::Framework, None),
@@ -333,15 +355,17 @@ fn diligent_answer(turn: &v1::TurnRequest) -> v1::WorkerMessage {
         v1::Phase::Synthesize => (v1::EntryType::Proposal, None),
         _ => (v1::EntryType::Review, Some(v1::Verdict::Approve)),
     };
+    let mut result = v1::TurnResult {
+        turn: turn.turn.clone(),
+        entry_type: entry_type as i32,
+        content: format!("{entry_type:?} answer"),
+        verdict: verdict.map_or(0, |v| v as i32),
+        proposal_hash: turn.proposal_hash.clone(),
+        ..Default::default()
+    };
+    agentmesh_proto::sign_result(key, &mut result, &turn.proposal_hash);
     v1::WorkerMessage {
-        msg: Some(worker_message::Msg::Result(v1::TurnResult {
-            turn: turn.turn.clone(),
-            entry_type: entry_type as i32,
-            content: format!("{entry_type:?} answer"),
-            verdict: verdict.map_or(0, |v| v as i32),
-            proposal_hash: turn.proposal_hash.clone(),
-            ..Default::default()
-        })),
+        msg: Some(worker_message::Msg::Result(result)),
     }
 }
 

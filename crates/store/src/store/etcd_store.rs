@@ -1,6 +1,9 @@
 //! The cluster mode's store: etcd, every write one fenced transaction.
 
-use super::{Fence, SessionStore, encode_entries, from_json, sort_newest_first, to_json};
+use super::{
+    Fence, SessionStore, chain_base, check_chain, encode_entries, from_json, sort_newest_first,
+    to_json,
+};
 use crate::error::{StoreError, StoreFuture};
 use crate::etcd::{OP_TIMEOUT, bounded, check_segment, normalize_prefix, prefix_end};
 use agentmesh_core::{Entry, SessionSummary};
@@ -74,6 +77,17 @@ pub struct EtcdStore {
     prefix: String,
     op_timeout: Duration,
     max_request_bytes: usize,
+    /// The stored head of each session this store wrote last: (seq, the entry, the
+    /// revision it was written at). A write chains onto it and is guarded by its mod
+    /// revision, so it fails if the head was changed since; a miss reads the head once.
+    heads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Head>>>,
+}
+
+/// A session's last stored entry, as this store last wrote or read it.
+#[derive(Clone)]
+struct Head {
+    entry: Entry,
+    mod_revision: i64,
 }
 
 /// One transaction of a (possibly split) write.
@@ -93,6 +107,7 @@ impl EtcdStore {
             prefix: normalize_prefix(prefix),
             op_timeout: OP_TIMEOUT,
             max_request_bytes: ETCD_DEFAULT_MAX_REQUEST_BYTES,
+            heads: Default::default(),
         };
         store.with_max_request_bytes(ETCD_DEFAULT_MAX_REQUEST_BYTES)
     }
@@ -194,6 +209,31 @@ impl EtcdStore {
         plan
     }
 
+    /// The stored entry `seq` of session `id` (the head a batch continues), from the cache
+    /// of this store's own last write, else read; `None` when it does not exist.
+    async fn head(&self, id: &str, seq: u64) -> Result<Option<Head>, StoreError> {
+        if let Some(head) = self.heads.lock().expect("heads lock").get(id)
+            && head.entry.seq == seq
+        {
+            return Ok(Some(head.clone()));
+        }
+        let mut kv = self.kv.clone();
+        let what = format!("read the head of session {id}");
+        let resp = bounded(
+            &what,
+            self.op_timeout,
+            kv.get(self.entry_key(id, seq), None),
+        )
+        .await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        Ok(Some(Head {
+            entry: from_json("entry", kv.value())?,
+            mod_revision: kv.mod_revision(),
+        }))
+    }
+
     fn guards(&self, fence: &Fence, id: &str, chunk: &Chunk, seq_guard: bool) -> Vec<Compare> {
         let mut when = Vec::new();
         if let Fence::Leader {
@@ -248,6 +288,7 @@ impl EtcdStore {
         id: &str,
         chunk: &Chunk,
         chunk_no: usize,
+        head_guard: Option<(u64, i64)>,
     ) -> StoreError {
         let ops = resp.op_responses();
         let mut ops = ops.iter();
@@ -283,6 +324,17 @@ impl EtcdStore {
             Some(TxnOpResponse::Get(get)) => get.count().max(0) as u64,
             _ => 0,
         };
+        if chunk_no == 0
+            && let Some((seq, revision)) = head_guard
+            && have == seq
+        {
+            // The count is right, so the head itself was rewritten since it was read.
+            return StoreError::Unchained {
+                id: id.to_string(),
+                seq: seq + 1,
+                why: format!("the stored entry {seq} changed after revision {revision}"),
+            };
+        }
         StoreError::SeqGap {
             id: id.to_string(),
             got: chunk.before + 1,
@@ -356,6 +408,23 @@ impl SessionStore for EtcdStore {
                     have: self.count_entries(id).await?,
                 });
             }
+            // The batch must chain onto the stored head; the first transaction is then
+            // guarded by the head's mod revision, so a head changed meanwhile refuses it.
+            let mut head_guard = None;
+            if let Some(first) = entries.first() {
+                let before = first.seq - 1;
+                // No stored entry `before`: the transaction's seq guard refuses the batch,
+                // and its diagnosis says why (a gap, or a lost fence first).
+                let head = match before {
+                    0 => Some(None),
+                    _ => self.head(id, before).await?.map(Some),
+                };
+                if let Some(head) = head {
+                    let base = chain_base(header, head.as_ref().map(|h| &h.entry));
+                    check_chain(header, entries, base, before)?;
+                    head_guard = head.map(|h| (before, h.mod_revision));
+                }
+            }
             let encoded = encode_entries(entries, self.max_entry_bytes())?;
             let header_json = to_json(header)?;
             let header_key = self.header_key(id);
@@ -385,8 +454,16 @@ impl SessionStore for EtcdStore {
                 if chunk.with_header {
                     puts.push(TxnOp::put(header_key.as_str(), header_json.as_str(), None));
                 }
+                let mut guards = self.guards(fence, id, chunk, seq_guard);
+                if let (0, Some((seq, revision))) = (n, head_guard) {
+                    guards.push(Compare::mod_revision(
+                        self.entry_key(id, seq),
+                        CompareOp::Equal,
+                        revision,
+                    ));
+                }
                 let txn = Txn::new()
-                    .when(self.guards(fence, id, chunk, seq_guard))
+                    .when(guards)
                     .and_then(puts)
                     .or_else(self.diagnosis(fence, id));
                 let what = format!("write session {id}");
@@ -412,8 +489,23 @@ impl SessionStore for EtcdStore {
                     Err(e) => return Err(e),
                 };
                 if !resp.succeeded() {
-                    return Err(self.why_refused(&resp, fence, id, chunk, n));
+                    self.heads.lock().expect("heads lock").remove(id);
+                    return Err(self.why_refused(&resp, fence, id, chunk, n, head_guard));
                 }
+                if let (Some(last), Some(h)) = (chunk.entries.clone().last(), resp.header()) {
+                    let head = Head {
+                        entry: entries[last].clone(),
+                        mod_revision: h.revision(),
+                    };
+                    self.heads
+                        .lock()
+                        .expect("heads lock")
+                        .insert(id.to_string(), head);
+                }
+            }
+            if header.status.is_terminal() {
+                // Nothing continues an ended session: its head need not be kept.
+                self.heads.lock().expect("heads lock").remove(id);
             }
             Ok(())
         })

@@ -1,8 +1,8 @@
 //! The embedded store: everything in process memory, gone with the process.
 
 use super::{
-    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, check_continues, check_entry_sizes,
-    sort_newest_first,
+    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, chain_base, check_chain, check_continues,
+    check_entry_sizes, sort_newest_first,
 };
 use crate::error::{StoreError, StoreFuture};
 use crate::etcd::check_segment;
@@ -47,6 +47,8 @@ impl SessionStore for MemoryStore {
                 .get(&header.id)
                 .map_or(0, |s| s.entries.len() as u64);
             check_continues(&header.id, entries, have)?;
+            let head = sessions.get(&header.id).and_then(|s| s.entries.last());
+            check_chain(header, entries, chain_base(header, head), have)?;
             let stored = sessions.entry(header.id.clone()).or_default();
             stored.entries.extend_from_slice(entries);
             stored.header = Some(header.clone());

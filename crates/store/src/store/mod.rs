@@ -12,6 +12,7 @@
 //! - `etcd_store`: [`EtcdStore`], the cluster mode's source of truth, fenced by leadership.
 
 use crate::error::{StoreError, StoreFuture};
+use agentmesh_core::trust::Digest32;
 use agentmesh_core::{Entry, SessionSummary};
 
 mod etcd_store;
@@ -85,6 +86,60 @@ pub(crate) fn check_continues(id: &str, entries: &[Entry], have: u64) -> Result<
         });
     }
     Ok(())
+}
+
+/// The chain hash a batch for session `header` continues from: the stored head's chain
+/// hash (`head`, the last stored entry's), or the session's genesis when nothing is stored.
+/// `None` when the stored transcript is unchained (written before transcripts had chain
+/// hashes, or by a tool that keeps none: all-zero chain hashes).
+pub(crate) fn chain_base(header: &SessionSummary, head: Option<&Entry>) -> Option<Digest32> {
+    match head {
+        None => Some(agentmesh_core::trust::genesis(&header.id, &header.task)),
+        Some(head) if head.chain_hash.is_zero() => None,
+        Some(head) => Some(head.chain_hash),
+    }
+}
+
+/// Checks that `entries` chain onto `base` ([`chain_base`]), as every store does before
+/// it writes anything. A chained transcript continues only with entries that chain onto
+/// its head; an unchained one (no chain hashes at all) only with unchained entries, so a
+/// transcript is either wholly chained or not at all — and the core, which chains every
+/// entry it accepts, restores only a chained one.
+pub(crate) fn check_chain(
+    header: &SessionSummary,
+    entries: &[Entry],
+    base: Option<Digest32>,
+    have: u64,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let unchained = |seq: u64, why: String| StoreError::Unchained {
+        id: header.id.clone(),
+        seq,
+        why,
+    };
+    match base {
+        // An empty transcript may start unchained (fixtures, tools), but then stays so.
+        Some(_) if have == 0 && entries.iter().all(|e| e.chain_hash.is_zero()) => Ok(()),
+        Some(base) => agentmesh_core::trust::check_chain(&base, entries)
+            .map(|_| ())
+            .map_err(|(seq, expected)| {
+                unchained(
+                    seq,
+                    format!(
+                        "its chain hash is not {expected}, the hash of it over the entry before"
+                    ),
+                )
+            }),
+        None => match entries.iter().find(|e| !e.chain_hash.is_zero()) {
+            Some(e) => Err(unchained(
+                e.seq,
+                "the stored transcript is unchained; a chained entry cannot continue it".into(),
+            )),
+            None => Ok(()),
+        },
+    }
 }
 
 /// Serializes each entry, refusing one bigger than `limit` before anything is written.

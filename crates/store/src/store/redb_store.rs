@@ -1,8 +1,8 @@
 //! A durable single-machine store: one redb file, survives a process restart.
 
 use super::{
-    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, check_continues, encode_entries, from_json,
-    sort_newest_first, to_json,
+    EMBEDDED_MAX_ENTRY_BYTES, Fence, SessionStore, chain_base, check_chain, check_continues,
+    encode_entries, from_json, sort_newest_first, to_json,
 };
 use crate::error::{StoreError, StoreFuture};
 use crate::etcd::check_segment;
@@ -88,19 +88,28 @@ impl SessionStore for RedbStore {
             let id = header.id.clone();
             let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
             let entries = entries.to_vec();
+            let chained_header = header.clone();
             self.blocking(move |db| {
                 let txn = db.begin_write().map_err(backend)?;
                 {
                     let mut table = txn.open_table(ENTRIES).map_err(backend)?;
-                    let have = table
+                    let last = table
                         .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
                         .map_err(backend)?
                         .next_back()
                         .transpose()
                         .map_err(backend)?
-                        .map_or(0, |(key, _)| key.value().1);
+                        .map(|(key, value)| (key.value().1, value.value().to_string()));
+                    let have = last.as_ref().map_or(0, |(seq, _)| *seq);
                     // Dropping `txn` uncommitted on error writes nothing.
                     check_continues(&id, &entries, have)?;
+                    if !entries.is_empty() {
+                        let head: Option<Entry> = last
+                            .map(|(_, json)| from_json("entry", json.as_bytes()))
+                            .transpose()?;
+                        let base = chain_base(&chained_header, head.as_ref());
+                        check_chain(&chained_header, &entries, base, have)?;
+                    }
                     for (seq, json) in seqs.iter().zip(&encoded) {
                         table
                             .insert((id.as_str(), *seq), json.as_str())

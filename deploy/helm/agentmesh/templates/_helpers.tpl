@@ -241,3 +241,23 @@ namespace (the adapter matches the HPA's namespace itself), and the role. */}}
 {{- $_ := set $labels "role" .role -}}
 {{- toYaml $labels -}}
 {{- end -}}
+
+{{/* The Secret with the auth file and the tokens. */}}
+{{- define "agentmesh.authSecretName" -}}
+{{- .Values.auth.secretName | default (printf "%s-auth" (include "agentmesh.fullname" .)) -}}
+{{- end -}}
+
+{{/* The coordinators' TLS Secret. */}}
+{{- define "agentmesh.tlsSecretName" -}}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "agentmesh.fullname" .)) -}}
+{{- end -}}
+
+{{/* The name clients check the coordinators' certificate against. */}}
+{{- define "agentmesh.tlsServerName" -}}
+{{- .Values.tls.serverName | default (printf "%s.%s.svc" (include "agentmesh.coordinatorName" .) .Release.Namespace) -}}
+{{- end -}}
+
+{{/* http or https, as the coordinators serve. */}}
+{{- define "agentmesh.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end -}}
+{{- end -}}

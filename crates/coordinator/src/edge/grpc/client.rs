@@ -14,6 +14,26 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// The SERVER span of a SessionService call, the child of the client's span named in the
+/// request's metadata (`traceparent`). Only while tracing is on: in logs it would only
+/// repeat what the session span says.
+fn server_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    if !agentmesh_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = format!("agentmesh.v1.SessionService/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "agentmesh.v1.SessionService",
+        rpc.method = method,
+    );
+    agentmesh_telemetry::propagation::set_parent_from_metadata(&span, metadata);
+    span
+}
 
 pub(crate) struct ClientApi {
     mesh: Arc<Mesh>,
@@ -31,12 +51,17 @@ impl SessionService for ClientApi {
         &self,
         request: Request<v1::CreateSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
+        let span = server_span("CreateSession", request.metadata());
         let r = request.into_inner();
-        let summary = self
+        let created = self
             .mesh
             .create_session(r.task, r.roles, r.max_rounds, r.broadcast_rounds)
-            .await
-            .map_err(status_of)?;
+            .instrument(span.clone())
+            .await;
+        let summary = created.map_err(|e| {
+            agentmesh_telemetry::record_error(&span, e.kind().name(), &e.to_string());
+            status_of(e)
+        })?;
         Ok(Response::new(v1::Session::from(&summary)))
     }
 

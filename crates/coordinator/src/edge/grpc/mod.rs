@@ -31,6 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// Largest message the coordinator sends. Turn requests to a replacement worker carry
@@ -44,6 +45,7 @@ pub(crate) fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Invalid => Code::InvalidArgument,
         ErrorKind::Stale => Code::FailedPrecondition,
         ErrorKind::NotPermitted => Code::PermissionDenied,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
@@ -70,6 +72,7 @@ pub(crate) fn status_of(e: MeshError) -> tonic::Status {
 /// is no longer served, runs `drain`, and lets open calls finish.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: crate::edge::tls::TlsCell,
     gate: Arc<Gate>,
     mesh: Arc<Mesh>,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -111,10 +114,12 @@ pub(crate) async fn serve(
         gate,
         Gated::Forward,
     );
-    // Turn requests, results and acks are small and latency-bound: no Nagle delay. Set on
-    // the incoming stream, since the builder's `tcp_nodelay` only applies to listeners
-    // tonic binds itself.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Connections come from our own acceptor (`edge::tls`): plain or TLS with the
+    // certificate of the moment, TCP_NODELAY set (turn requests, results and acks are
+    // small and latency-bound), and each one's peer certificate for the gate.
+    let incoming =
+        tokio_stream::wrappers::ReceiverStream::new(crate::edge::tls::incoming(listener, tls))
+            .map(Ok::<_, std::io::Error>);
     tonic::transport::Server::builder()
         // Detect a dead worker connection (cable cut, frozen peer) even when no
         // message is due; heartbeats cover the application level.
@@ -143,6 +148,7 @@ mod tests {
             ErrorKind::Invalid,
             ErrorKind::Stale,
             ErrorKind::NotPermitted,
+            ErrorKind::Unauthenticated,
             ErrorKind::Exhausted,
             ErrorKind::OutOfRange,
             ErrorKind::AlreadyExists,

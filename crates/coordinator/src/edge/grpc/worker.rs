@@ -43,8 +43,14 @@ impl WorkerApi {
     }
 }
 
-/// Checks a Hello and turns it into the registry's view of the worker.
-fn admit(hello: &v1::Hello, now_ms: i64) -> Result<WorkerInfo, MeshError> {
+/// Checks a Hello and turns it into the registry's view of the worker. Its public key is
+/// where the worker's key is first seen: a malformed or weak key is INVALID_ARGUMENT, and
+/// none at all, when results must be signed, is UNAUTHENTICATED.
+fn admit(
+    hello: &v1::Hello,
+    now_ms: i64,
+    require_signatures: bool,
+) -> Result<WorkerInfo, MeshError> {
     validate_role(&hello.role).map_err(MeshError::InvalidArgument)?;
     if hello.worker_id.is_empty() || hello.worker_id.len() > 128 {
         return Err(MeshError::InvalidArgument(
@@ -54,6 +60,18 @@ fn admit(hello: &v1::Hello, now_ms: i64) -> Result<WorkerInfo, MeshError> {
     if hello.capacity == 0 {
         return Err(MeshError::InvalidArgument(
             "capacity must be at least 1".into(),
+        ));
+    }
+    let public_key = agentmesh_proto::public_key_from_wire(&hello.public_key)
+        .map_err(|why| MeshError::InvalidArgument(format!("Hello public_key: {why}")))?;
+    if let Some(key) = public_key {
+        key.verifier()
+            .map_err(|why| MeshError::InvalidArgument(format!("Hello public_key: {why}")))?;
+    } else if require_signatures {
+        return Err(MeshError::Unauthenticated(
+            "this coordinator requires signed results: the Hello must carry the worker's \
+             Ed25519 public key (mesh-worker signs with --signing-key, or an ephemeral key)"
+                .into(),
         ));
     }
     Ok(WorkerInfo {
@@ -68,6 +86,7 @@ fn admit(hello: &v1::Hello, now_ms: i64) -> Result<WorkerInfo, MeshError> {
         connected: true,
         leased: false,
         address: String::new(),
+        public_key,
     })
 }
 
@@ -84,6 +103,17 @@ impl WorkerService for WorkerApi {
         if self.mesh.shutdown.is_cancelled() {
             return Err(status_of(MeshError::ShuttingDown));
         }
+        // The role the gate authorized (`x-agentmesh-role`); the Hello must name the same.
+        let authorized_role = request
+            .metadata()
+            .get(crate::edge::auth::ROLE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Who the gate authenticated: it may pin the keys its workers announce.
+        let principal = request
+            .extensions()
+            .get::<crate::edge::auth::Principal>()
+            .cloned();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -96,7 +126,24 @@ impl WorkerService for WorkerApi {
         else {
             return Err(Status::invalid_argument("the first message must be Hello"));
         };
-        let info = admit(&hello, self.mesh.now_ms()).map_err(status_of)?;
+        if let Some(role) = authorized_role
+            && role != hello.role
+        {
+            return Err(status_of(MeshError::PermissionDenied(format!(
+                "the stream was admitted for role {role:?} ({}) but its Hello names {:?}",
+                crate::edge::auth::ROLE_METADATA,
+                hello.role
+            ))));
+        }
+        let info = admit(
+            &hello,
+            self.mesh.now_ms(),
+            self.mesh.config.require_signatures,
+        )
+        .map_err(status_of)?;
+        if let (Some(principal), Some(key)) = (&principal, &info.public_key) {
+            principal.allows_key(key).map_err(status_of)?;
+        }
         let worker_id = info.worker_id.clone();
         let held: Vec<String> = hello.cursors.iter().map(|c| c.session_id.clone()).collect();
         let cursors = hello
@@ -229,6 +276,7 @@ fn wire_message(message: ToWorker) -> CoordinatorMessage {
                 proposal_version,
                 proposal_hash,
                 deadline_ms: order.deadline_ms,
+                trace_context: order.trace_context.to_map(),
             })
         }
         ToWorker::Ack {

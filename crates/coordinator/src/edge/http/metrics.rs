@@ -9,7 +9,11 @@
 //! | `agentmesh_coordinator_leader` | 1 on the leader, 0 on a standby |
 //!
 //! Only the leader knows sessions and workers, so only the leader reports the per-role
-//! series: `sum()` or `max()` over every coordinator gives the mesh's figure. A role
+//! series: `sum()` or `max()` over every coordinator gives the mesh's figure.
+//!
+//! Beside them, what the coordinator measured as it worked (`crate::measure`): round,
+//! phase, turn and store-write durations, sessions by outcome, turns by role and
+//! outcome, tokens by role and type, connected watchers, whether the store answers. A role
 //! appears once any worker or session names it; its series are 0 rather than absent
 //! while it has nothing, so graphs and autoscalers read a real zero.
 //!
@@ -135,6 +139,7 @@ impl Collector for MeshCollector {
 pub(crate) fn render(mesh: &Arc<Mesh>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(MeshCollector { mesh: mesh.clone() }));
+    mesh.measures.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");

@@ -15,6 +15,7 @@
 //! - `GET /api/sessions/{id}/events`, `GET /api/events`: live updates as SSE; each durable
 //!   event carries `id: <seq>`, so a browser's `Last-Event-ID` resumes exactly.
 
+pub(crate) mod login;
 pub(crate) mod metrics;
 
 use crate::errors::{ErrorKind, MeshError};
@@ -59,18 +60,38 @@ pub(crate) fn router(mesh: Arc<Mesh>, gate: Arc<crate::edge::gate::Gate>) -> Rou
         .route("/api/sessions/{id}/export.json", get(export_json))
         .route("/api/sessions/{id}/events", get(session_events))
         .route("/api/events", get(mesh_events))
+        .route("/api/whoami", get(whoami))
         .route_layer(axum::middleware::from_fn_with_state(
-            gate,
+            gate.clone(),
             crate::edge::gate::forward_http,
+        ))
+        // Outside the forwarding: a standby authenticates before it forwards.
+        .route_layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            crate::edge::gate::authorize_http,
         ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    // The dashboard's page asks who you are (the login page) when authentication is on;
+    // its scripts and styles are no secret.
+    let page = Router::new()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            crate::edge::gate::dashboard_page,
+        ));
+    let login = Router::new()
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", post(login::logout))
+        .with_state(gate);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // Public keys are no secret, and every coordinator answers with its own.
+        .route("/.well-known/agentmesh-keys", get(keys))
+        .merge(page)
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -82,6 +103,28 @@ pub(crate) fn router(mesh: Arc<Mesh>, gate: Arc<crate::edge::gate::Gate>) -> Rou
         .merge(api)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, json!({"error": "no such page"})) })
         .with_state(mesh)
+        .merge(login)
+}
+
+/// `GET /api/whoami`: the caller as the gate authenticated it (never a secret), so the
+/// dashboard can offer only what the caller may do.
+async fn whoami(
+    axum::Extension(principal): axum::Extension<crate::edge::auth::Principal>,
+) -> Json<Value> {
+    use crate::edge::auth::{Need, Via};
+    let via = match &principal.via {
+        Via::Open => "open".to_string(),
+        Via::Token => "token".to_string(),
+        Via::Certificate(id) => format!("certificate {id}"),
+        Via::Vouched { id, by } => format!("certificate {id}, vouched for by {by}"),
+    };
+    Json(json!({
+        "name": principal.name,
+        "via": via,
+        "permissions": principal.permissions.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "can_read": principal.may(&Need::Read),
+        "can_write": principal.may(&Need::Write),
+    }))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -93,6 +136,32 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `GET /.well-known/agentmesh-keys`: this coordinator's certificate key and every worker
+/// key it has seen, plus the same as a `meshctl verify --trust` file. What a coordinator
+/// says about keys is a starting point to pin, checked out of band, not a proof.
+async fn keys(State(mesh): State<Arc<Mesh>>) -> Json<Value> {
+    let coordinator = mesh.config.signing_key.public().to_hex();
+    let seen = mesh.registry.seen_keys();
+    let mut roles: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for key in &seen {
+        let keys = roles.entry(key.role.clone()).or_default();
+        let hex = key.public_key.to_hex();
+        if !keys.contains(&hex) {
+            keys.push(hex);
+        }
+    }
+    Json(json!({
+        "coordinator": {"id": mesh.config.coordinator_id, "public_key": coordinator},
+        "workers": seen.iter().map(|k| json!({
+            "worker_id": k.worker_id,
+            "role": k.role,
+            "public_key": k.public_key.to_hex(),
+            "seen_ms": k.seen_ms,
+        })).collect::<Vec<_>>(),
+        "trust": {"coordinator": [coordinator], "roles": roles},
+    }))
 }
 
 async fn healthz() -> &'static str {
@@ -149,6 +218,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Invalid | ErrorKind::OutOfRange => StatusCode::BAD_REQUEST,
         ErrorKind::Stale | ErrorKind::AlreadyExists => StatusCode::CONFLICT,
         ErrorKind::NotPermitted => StatusCode::FORBIDDEN,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         // Too large, or too many: 429 would invite an immediate retry of a huge task.
         ErrorKind::Exhausted => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -449,14 +519,20 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// Serves until the coordinator shuts down.
+/// Serves until the coordinator shuts down: plain HTTP, or HTTPS with the certificate
+/// `tls` holds when each connection is accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: crate::edge::tls::TlsCell,
     mesh: Arc<Mesh>,
     gate: Arc<crate::edge::gate::Gate>,
 ) {
     let shutdown = mesh.shutdown.clone();
-    let app = router(mesh, gate);
+    let app =
+        router(mesh, gate).into_make_service_with_connect_info::<crate::edge::tls::PeerInfo>();
+    let listener = crate::edge::tls::ConnListener {
+        conns: crate::edge::tls::incoming(listener, tls),
+    };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -174,6 +174,10 @@
     if (text) {
       try { data = JSON.parse(text); } catch (_) { data = null; }
     }
+    // Signed out (or the token was revoked): back to the login page.
+    if (res.status === 401) {
+      location.assign('/login');
+    }
     if (!res.ok) {
       const message = (data && typeof data.error === 'string' && data.error) || (res.status + ' ' + res.statusText);
       const err = new ApiError(res.status, message, data && data.leader);
@@ -629,6 +633,15 @@
         submit.textContent = 'Start session';
       }
     });
+    // A caller who may only read sees why it cannot start one (the coordinator refuses
+    // it with 403 either way).
+    api('GET', '/api/whoami').then((me) => {
+      if (me && me.can_write === false) {
+        submit.disabled = true;
+        error.textContent = 'Signed in as ' + me.name + ', who may read but not start sessions (needs sessions:write).';
+        error.hidden = false;
+      }
+    }, () => {});
     return form;
   }
 
@@ -638,12 +651,142 @@
     return (round || 0) * 4 + Math.max(0, PHASES.indexOf(phase));
   }
 
+  // ---- Sign-offs verified in this browser (docs/verification.md) ----------------------
+  // A sign-off is marked verified only after this page checked it itself, with WebCrypto:
+  // the transcript's hash chain up to it and its worker's Ed25519 signature over its
+  // statement; the certificate likewise. Nothing the coordinator says counts as a check.
+  // Where WebCrypto has no Ed25519 (an old browser, or a page outside a secure context:
+  // https or localhost), the marks say so: `meshctl verify` checks the export instead.
+  const Verify = (function () {
+    const te = new TextEncoder();
+    const subtle = (window.crypto && window.crypto.subtle) || null;
+    function cat(parts) {
+      const n = parts.reduce((a, p) => a + p.length, 0);
+      const out = new Uint8Array(n);
+      let at = 0;
+      for (const p of parts) { out.set(p, at); at += p.length; }
+      return out;
+    }
+    function u32(n) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, n >>> 0); return b; }
+    function u64(n) { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, BigInt(n)); return b; }
+    function i64(n) { const b = new Uint8Array(8); new DataView(b.buffer).setBigInt64(0, BigInt(n)); return b; }
+    function bytes(b) { return cat([u32(b.length), b]); }
+    function str(x) { return bytes(te.encode(x || '')); }
+    function list(xs) { return cat([u32((xs || []).length)].concat((xs || []).map(str))); }
+    function unhex(x) {
+      if (typeof x !== 'string' || x.length % 2 || /[^0-9a-f]/i.test(x)) throw new Error('not hex');
+      const out = new Uint8Array(x.length / 2);
+      for (let i = 0; i < out.length; i++) out[i] = parseInt(x.substr(2 * i, 2), 16);
+      return out;
+    }
+    function tohex(b) { return Array.from(b, (v) => v.toString(16).padStart(2, '0')).join(''); }
+    async function sha(b) { return new Uint8Array(await subtle.digest('SHA-256', b)); }
+    async function verifies(key, sig, message) {
+      const k = await subtle.importKey('raw', key, { name: 'Ed25519' }, false, ['verify']);
+      return subtle.verify({ name: 'Ed25519' }, k, sig, message);
+    }
+    function statement(sid, round, phase, role, attempt, type, contentSha, verdict, concerns, reviewed) {
+      return cat([str('agentmesh.v1.result'), str(sid), u32(round), str(phase), str(role), u32(attempt),
+        str(type), contentSha, str(verdict || ''), list(concerns), str(reviewed)]);
+    }
+    let supported = null;
+    async function available() {
+      if (supported !== null) return supported;
+      if (!subtle) { supported = false; return false; }
+      try {
+        await subtle.importKey('raw', new Uint8Array(32).fill(1), { name: 'Ed25519' }, false, ['verify']);
+        supported = true;
+      } catch (_) {
+        supported = false;
+      }
+      return supported;
+    }
+    // seq -> {ok, why} for every entry, in order; after the first break every later
+    // entry carries it. And the certificate's verdict.
+    async function check(session, entries) {
+      const results = new Map();
+      if (!(await available())) {
+        const why = subtle ? 'this browser has no Ed25519 in WebCrypto' : 'no WebCrypto here (use https, or meshctl verify)';
+        for (const e of entries) results.set(e.seq, { ok: false, why: why, unsupported: true });
+        return { entries: results, certificate: { ok: false, why: why, unsupported: true } };
+      }
+      let prev = await sha(cat([str('agentmesh.v1.genesis'), str(session.id), await sha(te.encode(session.task || ''))]));
+      let broken = null;
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i];
+        if (broken) { results.set(e.seq, { ok: false, why: broken }); continue; }
+        try {
+          if (e.seq !== i + 1) throw new Error('seq ' + (i + 1) + ' is missing or out of order');
+          const contentSha = await sha(te.encode(e.content || ''));
+          if (!e.public_key || !e.signature) throw new Error('seq ' + e.seq + ' is not signed');
+          const key = unhex(e.public_key);
+          const sig = unhex(e.signature);
+          const reviewed = e.phase === 'REVIEW' ? e.proposal_hash : '';
+          const msg = statement(session.id, e.round, e.phase, e.role, e.attempt || 0, e.type, contentSha, e.verdict, e.concerns, reviewed);
+          if (!(await verifies(key, sig, msg))) throw new Error('seq ' + e.seq + ' signature does not verify');
+          const eb = cat([str('agentmesh.v1.entry'), u64(e.seq), u32(e.round), str(e.phase), str(e.role), str(e.worker_id),
+            u32(e.attempt || 0), str(e.type), i64(e.timestamp_ms), contentSha, str(e.verdict || ''), list(e.concerns),
+            str(e.proposal_hash), u32(e.proposal_version || 0), u64(e.prompt_tokens || 0), u64(e.completion_tokens || 0),
+            bytes(key), bytes(sig)]);
+          const chain = await sha(cat([str('agentmesh.v1.chain'), prev, eb]));
+          if (tohex(chain) !== e.chain_hash) throw new Error('seq ' + e.seq + ' chain hash does not follow');
+          prev = chain;
+          results.set(e.seq, { ok: true });
+        } catch (err) {
+          broken = err.message;
+          results.set(e.seq, { ok: false, why: broken });
+        }
+      }
+      return { entries: results, certificate: await checkCertificate(session, entries, results, tohex(prev), broken) };
+    }
+    async function checkCertificate(session, entries, results, head, broken) {
+      const c = session.certificate;
+      if (!c) return null;
+      try {
+        if (broken) throw new Error(broken);
+        if (c.session_id !== session.id) throw new Error('it names another session');
+        const roles = session.roles || [];
+        if (JSON.stringify(c.participants) !== JSON.stringify(roles)) throw new Error('its participants are not the roles');
+        if (c.final_hash !== session.final_hash) throw new Error('it names another final hash');
+        const last = entries.length ? entries[entries.length - 1].seq : 0;
+        if (c.chain_seq !== last || c.chain_head !== head) throw new Error('it is not bound to the chain head');
+        const bySeq = new Map(entries.map((e) => [e.seq, e]));
+        for (const r of roles) {
+          const a = (c.approvals || []).filter((x) => x.role === r);
+          if (a.length !== 1) throw new Error(r + ' has no approval in it');
+          const e = bySeq.get(a[0].seq);
+          if (!e || e.role !== r || e.verdict !== 'APPROVE' || e.proposal_hash !== c.final_hash
+              || e.public_key !== a[0].public_key || e.signature !== a[0].signature || !(results.get(e.seq) || {}).ok) {
+            throw new Error(r + "'s approval is not its verified entry");
+          }
+        }
+        const parts = [str('agentmesh.v1.certificate'), str(c.session_id), unhex(c.task_sha256), list(c.participants),
+          u32(c.final_version), str(c.final_hash), u64(c.chain_seq), unhex(c.chain_head), u32(c.approvals.length)];
+        for (const a of c.approvals) {
+          parts.push(str(a.role), str(a.worker_id), u64(a.seq), u32(a.round), u32(a.attempt), unhex(a.content_sha256),
+            list(a.concerns), bytes(unhex(a.public_key)), bytes(unhex(a.signature)));
+        }
+        parts.push(bytes(c.coordinator_key ? unhex(c.coordinator_key) : new Uint8Array(0)));
+        if (tohex(await sha(te.encode(session.task || ''))) !== c.task_sha256) throw new Error('it names another task');
+        if (!c.coordinator_key || !(await verifies(unhex(c.coordinator_key), unhex(c.signature || ''), cat(parts)))) {
+          throw new Error("the coordinator's signature does not verify");
+        }
+        return { ok: true, key: c.coordinator_key };
+      } catch (err) {
+        return { ok: false, why: err.message };
+      }
+    }
+    return { check: check };
+  })();
+
   function sessionView(root, id) {
     document.title = 'agentmesh \u2014 session ' + id;
     const st = {
       id: id, session: null, entries: [], bySeq: new Map(), progress: null,
       es: null, timer: 0, disposed: false, filter: 'all',
       version: null, followLatest: true, mode: 'diff', rendered: [], live: false,
+      // What this page verified itself (Verify.check): seq -> {ok, why}, the certificate.
+      checks: new Map(), certificate: null, checkedKey: '', checking: false,
     };
     add(root, h('p', { class: 'muted loading' }, 'Loading session\u2026'));
 
@@ -778,6 +921,23 @@
       renderVerdicts(s);
       renderProposals(s);
       renderEntries(s);
+      verifySoon(s);
+    }
+
+    // Re-checks the transcript when it (or the certificate) changed, then re-marks.
+    function verifySoon(s) {
+      const key = st.entries.length + ':' + (s.certificate ? s.certificate.signature : '');
+      if (st.checking || key === st.checkedKey) return;
+      st.checking = true;
+      Verify.check(s, st.entries.slice()).then((result) => {
+        st.checking = false;
+        if (st.disposed) return;
+        st.checkedKey = key;
+        st.checks = result.entries;
+        st.certificate = result.certificate;
+        renderSignoffs(st.session);
+        verifySoon(st.session);
+      }, () => { st.checking = false; });
     }
 
     function proposals() {
@@ -1008,12 +1168,18 @@
           : 'No proposal yet.'),
         h('ul', { class: 'signoff-list' }, roles.map((r) => {
           const e = signers.get(r);
-          return h('li', { class: 'signoff' + (e ? ' signed' : ''), dataset: { role: r, signed: e ? 'true' : 'false' } },
+          const check = e ? st.checks.get(e.seq) : null;
+          const verified = check ? (check.ok ? 'true' : 'false') : 'pending';
+          return h('li', { class: 'signoff' + (e ? ' signed' : ''), dataset: { role: r, signed: e ? 'true' : 'false', verified: e ? verified : 'none' } },
             h('span', { class: 'sig-mark', 'aria-hidden': 'true' }, e ? '\u2713' : '\u2022'),
             roleChip(r),
             h('span', { class: 'mono small muted worker-ref' }, (e && e.worker_id) || assignments[r] || ''),
-            h('span', { class: 'small ' + (e ? 'ok-text' : 'muted') }, e ? 'signed ' + fmtClock(entryTime(e)) : 'not signed'));
-        })));
+            h('span', { class: 'small ' + (e ? 'ok-text' : 'muted') }, e ? 'signed ' + fmtClock(entryTime(e)) : 'not signed'),
+            e ? h('span', { class: 'small verify-mark ' + (verified === 'true' ? 'ok-text' : 'muted'), title: check && check.why ? check.why : (e.public_key ? 'key ' + e.public_key : '') },
+              verified === 'true' ? 'verified here' : verified === 'false' ? 'not verified' : 'checking\u2026') : null);
+        })),
+        st.certificate ? h('p', { class: 'small certificate-mark ' + (st.certificate.ok ? 'ok-text' : 'muted'), id: 'certificate-mark', dataset: { verified: st.certificate.ok ? 'true' : 'false' }, title: st.certificate.why || st.certificate.key || '' },
+          st.certificate.ok ? 'Certificate verified here: every participant signed this hash; coordinator key ' + shortHash(st.certificate.key) : 'Certificate not verified: ' + st.certificate.why) : null);
     }
 
     function renderVerdicts(s) {
