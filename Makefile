@@ -2,9 +2,10 @@
 
 CARGO ?= cargo
 # What the tests need from Debian: etcd (a real one; cluster tests start their own),
-# protoc (etcd-client's build script runs it), a browser for the dashboard tests, and
-# Prometheus for the autoscaling query tests.
-APT_PACKAGES := etcd-server protobuf-compiler libprotobuf-dev chromium chromium-driver prometheus
+# protoc (etcd-client's build script runs it), a browser for the dashboard tests,
+# Prometheus for the autoscaling query tests, and openssl (the compose cluster's
+# certificates, scripts/compose-secrets.sh).
+APT_PACKAGES := etcd-server protobuf-compiler libprotobuf-dev chromium chromium-driver prometheus openssl
 
 # protoc (etcd-client's build script needs it): .cargo/config.toml points PROTOC at
 # scripts/protoc, which runs the one the protoc-bin-vendored crate ships (a system protoc

@@ -2,7 +2,8 @@
 # `make cluster-down`: removes what `make cluster-up` created for the compose project
 # "agentmesh" (MESH_PROJECT): its containers, its network and its etcd volumes. The
 # images stay (`docker rmi agentmesh/coordinator agentmesh/worker agentmesh/etcd` removes
-# them).
+# them), and so do the tokens, certificates and keys of deploy/compose/secrets (delete
+# the directory for new ones; scripts/compose-secrets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -608,6 +608,7 @@ impl Driver {
                     signature: signature.clone(),
                     prompt_tokens: *prompt_tokens,
                     completion_tokens: *completion_tokens,
+                    verified: None,
                 }
             }
         }

@@ -351,8 +351,14 @@ fn assert_etcd_requires_its_client_certificate(mesh: &Mesh) {
     };
     status(true).unwrap_or_else(|e| panic!("etcd client with the certificate: {e}"));
     let anonymous = status(false);
+    // The same endpoint answered with the certificate, so a handshake failure here is the
+    // refusal. How it surfaces depends on timing: the server's alert ("Certificate
+    // required"), or, when the client has already sent its request, the connection
+    // closing under it.
     assert!(
-        anonymous.as_ref().is_err_and(|e| e.contains("Certificate")),
+        anonymous.as_ref().is_err_and(|e| e.contains("Certificate")
+            || e.contains("connection closed")
+            || e.contains("canceled")),
         "etcd client without a certificate: {anonymous:?}"
     );
     mesh.progress(&format!(

@@ -284,6 +284,10 @@ pub struct Reply {
     /// Tokens the model call(s) behind this reply consumed; 0 when not metered.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Proof, made by whoever received the reply, that `signature` verified over the
+    /// statement the reply claims. The core still builds the statement it expects and
+    /// accepts the proof only if it covers exactly that; without one it verifies itself.
+    pub verified: Option<crate::trust::Verified>,
 }
 
 /// An objection still open at the end of a review.
@@ -696,6 +700,9 @@ impl Session {
                 signature: entry.signature.clone(),
                 prompt_tokens: entry.prompt_tokens,
                 completion_tokens: entry.completion_tokens,
+                // A new leader trusts no earlier check: every stored signature is
+                // verified again here.
+                verified: None,
             };
             let applied = session
                 .apply(
@@ -1095,6 +1102,7 @@ impl Session {
         if reply.content.trim().is_empty() && turn.phase != Phase::Review {
             return Err(Rejection::invalid("the reply content is empty"));
         }
+        let verified = reply.verified;
         let mut entry = Entry {
             seq: self.transcript.len() as u64 + 1,
             round: turn.round,
@@ -1164,7 +1172,7 @@ impl Session {
         }
         let content_sha256 = Digest32::from_content(&entry.content);
         if self.config.require_signatures {
-            self.check_signature(worker_id, &entry, content_sha256)?;
+            self.check_signature(worker_id, &entry, content_sha256, verified.as_ref())?;
         }
         let prev = self
             .transcript
@@ -1176,12 +1184,14 @@ impl Session {
 
     /// The entry's signature must be its worker's, over its statement: this session, this
     /// turn (round, phase, role, attempt) and what it says. A result signed by another key,
-    /// or replayed from another session, round or attempt, does not verify.
+    /// or replayed from another session, round or attempt, does not verify. A proof of
+    /// verification counts only if it covers this very statement, signature and key.
     fn check_signature(
         &self,
         worker_id: &str,
         entry: &Entry,
         content_sha256: Digest32,
+        verified: Option<&trust::Verified>,
     ) -> Result<(), Rejection> {
         let Some(key) = self.keys.get(&entry.role) else {
             return Err(Rejection::bad_signature(format!(
@@ -1203,7 +1213,8 @@ impl Session {
             )));
         }
         let statement = trust::entry_statement(&self.spec.id, entry, content_sha256).encode();
-        if !key.verifies(&statement, &entry.signature) {
+        let proven = verified.is_some_and(|v| v.covers(&statement, &entry.signature, key));
+        if !proven && !key.verifies(&statement, &entry.signature) {
             return Err(Rejection::bad_signature(format!(
                 "the signature does not verify under worker {worker_id}'s key {} over \
                  session {} round {} {} role {} attempt {} and what the result says \

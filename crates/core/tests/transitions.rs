@@ -1264,3 +1264,73 @@ fn a_retried_turn_can_still_succeed_and_the_next_phase_starts_afresh() {
         assert_eq!(fx.s.status(), Status::Synthesize);
     }
 }
+
+/// A result verified on the way in carries proof of it, so the session only compares;
+/// the proof counts for exactly the statement, signature and key it was made for, and a
+/// result whose proof covers anything else is verified in full and refused.
+#[test]
+fn a_proof_of_verification_counts_only_for_what_it_covers() {
+    use agentmesh_core::trust::{reply_statement, testing::key_of};
+    let mut fx = Fx::contribute(3);
+    let turn = fx.s.awaited_turn("backend").unwrap();
+    let statement_of = |reply: &Reply| reply_statement("s1", &turn, "", reply);
+    let honest = key_of(&worker("backend"));
+    let verifier = honest.public().verifier().unwrap();
+
+    // The proof of one reply, attached to a reply that says something else.
+    let said = reply(EntryType::Analysis, "what was signed");
+    let signature = honest.sign(&statement_of(&said));
+    let proof = verifier.verify(&statement_of(&said), &signature).unwrap();
+    let altered = Reply {
+        signature: signature.clone(),
+        verified: Some(proof),
+        ..reply(EntryType::Analysis, "what is claimed")
+    };
+    let why = fx.reject(
+        Input::Result {
+            worker_id: worker("backend"),
+            turn: turn.clone(),
+            reply: altered,
+        },
+        RejectKind::BadSignature,
+    );
+    assert!(why.message.contains("does not verify"), "{}", why.message);
+
+    // An intruder's own valid proof, over the right statement, under the wrong key.
+    let intruder = key_of("intruder");
+    let claimed = reply(EntryType::Analysis, "what was signed");
+    let foreign = intruder.sign(&statement_of(&claimed));
+    let foreign_proof = intruder
+        .public()
+        .verifier()
+        .unwrap()
+        .verify(&statement_of(&claimed), &foreign)
+        .unwrap();
+    fx.reject(
+        Input::Result {
+            worker_id: worker("backend"),
+            turn: turn.clone(),
+            reply: Reply {
+                signature: foreign,
+                verified: Some(foreign_proof),
+                ..claimed
+            },
+        },
+        RejectKind::BadSignature,
+    );
+
+    // The proof with the reply and signature it was made for is accepted.
+    let applied = fx
+        .send(
+            &worker("backend"),
+            turn,
+            Reply {
+                signature,
+                verified: Some(proof),
+                ..said
+            },
+        )
+        .expect("a proven result is accepted");
+    assert!(!applied.duplicate);
+    assert_eq!(fx.s.transcript().last().unwrap().content, "what was signed");
+}

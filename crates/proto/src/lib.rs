@@ -540,6 +540,8 @@ pub fn reply_from_wire(r: &v1::TurnResult) -> core::Reply {
         signature: r.signature.clone(),
         prompt_tokens: r.prompt_tokens,
         completion_tokens: r.completion_tokens,
+        // Verifying is the receiving edge's business ([`core::trust::WorkerKey::verify`]).
+        verified: None,
     }
 }
 

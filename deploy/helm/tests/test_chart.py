@@ -731,3 +731,165 @@ def test_cert_manager_without_an_issuer_is_refused():
     out = helm(*template_args(sets=("tls.enabled=true", "tls.certManager.enabled=true")))
     assert out.returncode != 0
     assert "tls.certManager.issuerRef.name" in out.stderr
+
+
+# -------------------------------------------------------------------------- etcd TLS
+
+ETCD_TLS_FLAGS = ("etcd-ca", "etcd-cert", "etcd-key", "etcd-password-file")
+
+
+def _etcd_clients(docs):
+    """(name, pod spec, container) of the coordinators and every role's workers."""
+    for d in [named(docs, "Deployment", COORDINATOR)] + list(workers(docs).values()):
+        spec = d["spec"]["template"]["spec"]
+        yield d["metadata"]["name"], spec, spec["containers"][0]
+
+
+def _volume(spec, name):
+    found = [v for v in spec.get("volumes", []) if v["name"] == name]
+    return found[0] if found else None
+
+
+def _mount(container, name):
+    found = [m for m in container.get("volumeMounts", []) if m["name"] == name]
+    return found[0] if found else None
+
+
+def test_etcd_tls_is_off_by_default():
+    docs = render()
+    for name, spec, c in _etcd_clients(docs):
+        assert all(flag(c["args"], f) is None for f in ETCD_TLS_FLAGS), name
+        assert flag(c["args"], "etcd").startswith("http://"), name
+        assert _volume(spec, "etcd-tls") is None and _volume(spec, "etcd-auth") is None, name
+        assert "MESH_ETCD_USER" not in [e["name"] for e in c["env"]], name
+    [etcd] = named(docs, "StatefulSet", ETCD)["spec"]["template"]["spec"]["containers"]
+    assert not [a for a in etcd["args"] if "cert" in a], etcd["args"]
+    assert not of_kind(docs, "Certificate")
+
+
+def test_bundled_etcd_over_tls_with_cert_manager():
+    docs = render(("etcd-tls-values.yaml",))
+    domain = f"{ETCD}.{NAMESPACE}.svc.cluster.local"
+    members = [f"{ETCD}-{i}.{domain}" for i in range(3)]
+    sts = named(docs, "StatefulSet", ETCD)
+    spec = sts["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    args = c["args"]
+    assert flag(args, "listen-client-urls") == "https://0.0.0.0:2379"
+    assert flag(args, "advertise-client-urls") == f"https://$(POD_NAME).{domain}:2379"
+    assert flag(args, "listen-peer-urls") == "https://0.0.0.0:2380"
+    assert flag(args, "initial-advertise-peer-urls") == f"https://$(POD_NAME).{domain}:2380"
+    assert flag(args, "initial-cluster") == ",".join(f"{ETCD}-{i}=https://{m}:2380" for i, m in enumerate(members))
+    for f in ("cert-file", "peer-cert-file"):
+        assert flag(args, f) == "/etc/etcd/tls/tls.crt", f
+    for f in ("key-file", "peer-key-file"):
+        assert flag(args, f) == "/etc/etcd/tls/tls.key", f
+    for f in ("trusted-ca-file", "peer-trusted-ca-file"):
+        assert flag(args, f) == "/etc/etcd/tls/ca.crt", f
+    assert "--client-cert-auth" in args and "--peer-client-cert-auth" in args
+    # Probes and Prometheus keep their plain metrics port.
+    assert flag(args, "listen-metrics-urls") == "http://0.0.0.0:2381"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+    env = {e["name"] for e in c["env"]}
+    for arg in args:
+        variable = "ETCD_" + arg.split("=", 1)[0].lstrip("-").replace("-", "_").upper()
+        assert variable not in env, f"etcd 3.4 exits when {arg} and {variable} are both set"
+    assert _mount(c, "tls") == {"name": "tls", "mountPath": "/etc/etcd/tls", "readOnly": True}
+    assert _volume(spec, "tls")["secret"] == {
+        "secretName": f"{FULLNAME}-etcd-server", "defaultMode": 0o440,
+        "items": [{"key": k, "path": k} for k in ("ca.crt", "tls.crt", "tls.key")]}
+    client_port = [p for p in named(docs, "Service", ETCD)["spec"]["ports"] if p["name"] == "client"][0]
+    assert client_port["appProtocol"] == "https"
+
+    endpoints = ",".join(f"https://{m}:2379" for m in members)
+    for name, pod, wc in _etcd_clients(docs):
+        assert flag(wc["args"], "etcd") == endpoints, name
+        assert flag(wc["args"], "etcd-ca") == "/etc/agentmesh/etcd/ca.crt", name
+        assert flag(wc["args"], "etcd-cert") == "/etc/agentmesh/etcd/tls.crt", name
+        assert flag(wc["args"], "etcd-key") == "/etc/agentmesh/etcd/tls.key", name
+        assert flag(wc["args"], "etcd-password-file") is None, name
+        assert _mount(wc, "etcd-tls") == {"name": "etcd-tls", "mountPath": "/etc/agentmesh/etcd", "readOnly": True}
+        # The client Secret only: no pod but the members holds the members' key.
+        assert _volume(pod, "etcd-tls")["secret"] == {
+            "secretName": f"{FULLNAME}-etcd-client", "defaultMode": 0o440,
+            "items": [{"key": k, "path": k} for k in ("ca.crt", "tls.crt", "tls.key")]}, name
+        assert f"{FULLNAME}-etcd-server" not in json.dumps(pod), name
+
+    certs = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "Certificate")}
+    assert sorted(certs) == [f"{ETCD}-client", f"{ETCD}-server"], "no coordinator Certificate: tls is off"
+    issuer = {"name": "agentmesh-etcd-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    server, client = certs[f"{ETCD}-server"], certs[f"{ETCD}-client"]
+    assert server["secretName"] == f"{FULLNAME}-etcd-server"
+    assert set(members) <= set(server["dnsNames"]), "etcd checks a peer's certificate names its address"
+    assert "localhost" in server["dnsNames"] and server["ipAddresses"] == ["127.0.0.1"]
+    assert set(server["usages"]) == {"server auth", "client auth"}, "members are each other's clients"
+    assert client["secretName"] == f"{FULLNAME}-etcd-client"
+    assert client["usages"] == ["client auth"] and client["commonName"] == "agentmesh"
+    assert "dnsNames" not in client
+    assert server["issuerRef"] == issuer and client["issuerRef"] == issuer
+
+
+def test_bundled_etcd_over_tls_from_secrets_of_your_own():
+    docs = render(sets=("etcd.tls.enabled=true", "etcd.tls.clientSecretName=my-etcd-client",
+                        "etcd.tls.serverSecretName=my-etcd-server", "etcd.replicas=5"))
+    assert not of_kind(docs, "Certificate")
+    spec = named(docs, "StatefulSet", ETCD)["spec"]["template"]["spec"]
+    assert _volume(spec, "tls")["secret"]["secretName"] == "my-etcd-server"
+    for name, pod, _ in _etcd_clients(docs):
+        assert _volume(pod, "etcd-tls")["secret"]["secretName"] == "my-etcd-client", name
+
+
+def test_etcd_certificates_default_to_the_coordinators_issuer():
+    sets = ("tls.enabled=true", "tls.certManager.enabled=true", "tls.certManager.issuerRef.name=mesh-ca",
+            "tls.certManager.issuerRef.kind=ClusterIssuer", "etcd.tls.enabled=true", "etcd.tls.certManager.enabled=true")
+    docs = render(sets=sets)
+    certs = {d["metadata"]["name"]: d["spec"] for d in of_kind(docs, "Certificate")}
+    assert sorted(certs) == sorted([COORDINATOR, f"{ETCD}-client", f"{ETCD}-server"])
+    for name in (f"{ETCD}-client", f"{ETCD}-server"):
+        assert certs[name]["issuerRef"] == {"name": "mesh-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    out = helm(*template_args(sets=("etcd.tls.enabled=true", "etcd.tls.certManager.enabled=true")))
+    assert out.returncode != 0
+    assert "etcd.tls.certManager.issuerRef.name" in out.stderr
+
+
+def test_external_etcd_over_tls_with_a_user():
+    docs = render(("external-etcd-tls-values.yaml",), api_versions=MONITORING)
+    assert not of_kind(docs, "StatefulSet") and not of_kind(docs, "Certificate")
+    endpoints = ",".join(f"https://etcd-{i}.etcd.infra.svc.cluster.local:2379" for i in range(3))
+    for name, pod, c in _etcd_clients(docs):
+        assert flag(c["args"], "etcd") == endpoints, name
+        assert flag(c["args"], "etcd-ca") == "/etc/agentmesh/etcd/ca.crt", name
+        assert flag(c["args"], "etcd-cert") == "/etc/agentmesh/etcd/tls.crt", name
+        assert flag(c["args"], "etcd-password-file") == "/etc/agentmesh/etcd-auth/password", name
+        [user] = [e for e in c["env"] if e["name"] == "MESH_ETCD_USER"]
+        assert user["valueFrom"]["secretKeyRef"] == {"name": "infra-etcd-user", "key": "user"}, name
+        assert "MESH_ETCD_PASSWORD" not in [e["name"] for e in c["env"]], "the password is a file, not a variable"
+        assert _volume(pod, "etcd-auth")["secret"] == {
+            "secretName": "infra-etcd-user", "defaultMode": 0o440, "items": [{"key": "password", "path": "password"}]}
+        assert _mount(c, "etcd-auth") == {"name": "etcd-auth", "mountPath": "/etc/agentmesh/etcd-auth", "readOnly": True}
+        assert _volume(pod, "etcd-tls")["secret"]["secretName"] == "infra-etcd-client", name
+        # The coordinators' TLS (a Secret of your own) beside etcd's: different mounts.
+        assert flag(c["args"], "tls-ca") in (None, "/etc/agentmesh/tls/ca.crt")
+    coordinator = named(docs, "Deployment", COORDINATOR)["spec"]["template"]["spec"]
+    assert _volume(coordinator, "tls")["secret"]["secretName"] == "mesh-coordinator-tls"
+    # An etcd that wants no client certificate: its CA alone.
+    docs = render(("external-etcd-tls-values.yaml",), sets=("etcd.tls.clientCertificate=false",))
+    for name, pod, c in _etcd_clients(docs):
+        assert flag(c["args"], "etcd-ca") == "/etc/agentmesh/etcd/ca.crt", name
+        assert flag(c["args"], "etcd-cert") is None and flag(c["args"], "etcd-key") is None, name
+        assert _volume(pod, "etcd-tls")["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], name
+
+
+def test_notes_name_the_etcd_secrets():
+    def notes(*args):
+        done = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split("NOTES:", 1)[1]
+    bundled = notes("--set", "etcd.tls.enabled=true")
+    assert (f"etcd over TLS: the pods wait for the Secret {FULLNAME}-etcd-client (ca.crt, tls.crt, tls.key) "
+            f"for coordinators and workers and {FULLNAME}-etcd-server (ca.crt, tls.crt, tls.key) for the members"
+            in bundled), bundled
+    external = notes("-f", str(CHART / "ci" / "external-etcd-tls-values.yaml"))
+    assert "the pods wait for the Secret infra-etcd-client (ca.crt, tls.crt, tls.key) for coordinators and workers." in external
+    assert "etcd user: from the Secret infra-etcd-user (user, password)." in external
+    assert "etcd over TLS" not in notes()

@@ -150,18 +150,118 @@ seconds) in seconds, as a float. */}}
 {{- if .Values.etcd.external.endpoints }}true{{ end -}}
 {{- end -}}
 
+{{/* http or https, as agentmesh talks to etcd (etcd.tls). */}}
+{{- define "agentmesh.etcdScheme" -}}
+{{- if .Values.etcd.tls.enabled }}https{{ else }}http{{ end -}}
+{{- end -}}
+
 {{/* The client URLs of every etcd member, comma-separated. */}}
 {{- define "agentmesh.etcdEndpoints" -}}
 {{- if include "agentmesh.etcdExternal" . -}}
 {{- join "," .Values.etcd.external.endpoints -}}
 {{- else -}}
 {{- $name := include "agentmesh.etcdName" . -}}
+{{- $scheme := include "agentmesh.etcdScheme" . -}}
 {{- $urls := list -}}
 {{- range $i := until (int .Values.etcd.replicas) -}}
-{{- $urls = append $urls (printf "http://%s-%d.%s.%s.svc.%s:2379" $name $i $name $.Release.Namespace $.Values.clusterDomain) -}}
+{{- $urls = append $urls (printf "%s://%s-%d.%s.%s.svc.%s:2379" $scheme $name $i $name $.Release.Namespace $.Values.clusterDomain) -}}
 {{- end -}}
 {{- join "," $urls -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The coordinators' and workers' etcd client Secret (ca.crt, tls.crt, tls.key). */}}
+{{- define "agentmesh.etcdClientSecretName" -}}
+{{- .Values.etcd.tls.clientSecretName | default (printf "%s-etcd-client" (include "agentmesh.fullname" .)) -}}
+{{- end -}}
+
+{{/* The bundled etcd members' Secret (ca.crt, tls.crt, tls.key). */}}
+{{- define "agentmesh.etcdServerSecretName" -}}
+{{- .Values.etcd.tls.serverSecretName | default (printf "%s-etcd-server" (include "agentmesh.fullname" .)) -}}
+{{- end -}}
+
+{{/* How coordinators and workers reach etcd, shared by both: the flags, the environment,
+the mounts and the volumes of etcd.tls and etcd.external.auth. */}}
+{{- define "agentmesh.etcdClientArgs" -}}
+{{- if .Values.etcd.tls.enabled }}
+- --etcd-ca=/etc/agentmesh/etcd/ca.crt
+{{- if .Values.etcd.tls.clientCertificate }}
+- --etcd-cert=/etc/agentmesh/etcd/tls.crt
+- --etcd-key=/etc/agentmesh/etcd/tls.key
+{{- end }}
+{{- end }}
+{{- if .Values.etcd.external.auth.secretName }}
+- --etcd-password-file=/etc/agentmesh/etcd-auth/password
+{{- end }}
+{{- end -}}
+
+{{- define "agentmesh.etcdClientEnv" -}}
+{{- with .Values.etcd.external.auth }}
+{{- if .secretName }}
+# The etcd user's name; the password is a file (--etcd-password-file).
+- name: MESH_ETCD_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .usernameKey }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "agentmesh.etcdClientMounts" -}}
+{{- if .Values.etcd.tls.enabled }}
+- name: etcd-tls
+  mountPath: /etc/agentmesh/etcd
+  readOnly: true
+{{- end }}
+{{- if .Values.etcd.external.auth.secretName }}
+- name: etcd-auth
+  mountPath: /etc/agentmesh/etcd-auth
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "agentmesh.etcdClientVolumes" -}}
+{{- if .Values.etcd.tls.enabled }}
+# etcd's CA and the client certificate: never the members' own key.
+- name: etcd-tls
+  secret:
+    secretName: {{ include "agentmesh.etcdClientSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+      {{- if .Values.etcd.tls.clientCertificate }}
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- end }}
+{{- end }}
+{{- with .Values.etcd.external.auth }}
+{{- if .secretName }}
+- name: etcd-auth
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .passwordKey }}
+        path: password
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The Issuer of etcd's certificates: etcd.tls.certManager.issuerRef, else the
+coordinators' (tls.certManager.issuerRef). */}}
+{{- define "agentmesh.etcdIssuerRef" -}}
+{{- $ref := .Values.etcd.tls.certManager.issuerRef -}}
+{{- if not $ref.name -}}
+{{- $ref = .Values.tls.certManager.issuerRef -}}
+{{- end -}}
+{{- if not $ref.name -}}
+{{- fail "etcd.tls.certManager.enabled needs etcd.tls.certManager.issuerRef.name (or tls.certManager.issuerRef.name): an Issuer or ClusterIssuer of cert-manager signing etcd's certificates" -}}
+{{- end -}}
+{{- toJson $ref -}}
 {{- end -}}
 
 {{/* ----------------------------------------------------------------- roles

@@ -75,4 +75,32 @@ value to change. Included once, from worker-deployments.yaml.
 {{- if and (not (include "agentmesh.etcdExternal" .)) (not (has (int .Values.etcd.replicas) (list 1 3 5 7))) -}}
 {{- fail "etcd.replicas must be 1, 3, 5 or 7" -}}
 {{- end -}}
+{{- include "agentmesh.validateEtcd" . -}}
+{{- end -}}
+
+{{/* etcd.external and etcd.tls fit together: https:// endpoints with TLS settings,
+http:// without; users and the members' Secret only where they apply. */}}
+{{- define "agentmesh.validateEtcd" -}}
+{{- $tls := .Values.etcd.tls -}}
+{{- $external := include "agentmesh.etcdExternal" . -}}
+{{- range $i, $url := .Values.etcd.external.endpoints -}}
+{{- if and (hasPrefix "https://" $url) (not $tls.enabled) -}}
+{{- fail (printf "etcd.external.endpoints[%d] is https:// (%s): set etcd.tls.enabled=true and etcd.tls.clientSecretName, a Secret with etcd's CA (ca.crt) and the client certificate (tls.crt, tls.key; etcd.tls.clientCertificate=false if your etcd wants none)" $i $url) -}}
+{{- end -}}
+{{- if and (hasPrefix "http://" $url) $tls.enabled -}}
+{{- fail (printf "etcd.external.endpoints[%d] is http:// (%s) but etcd.tls.enabled is true: give every endpoint as https://" $i $url) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.etcd.external.auth.secretName (not $external) -}}
+{{- fail "etcd.external.auth is for an etcd of your own (etcd.external.endpoints): the bundled etcd runs without users" -}}
+{{- end -}}
+{{- if and $tls.serverSecretName $external -}}
+{{- fail "etcd.tls.serverSecretName is the bundled etcd members' Secret: with etcd.external only etcd.tls.clientSecretName is used" -}}
+{{- end -}}
+{{- if and $tls.enabled (not $external) (not $tls.clientCertificate) -}}
+{{- fail "etcd.tls.clientCertificate=false is for an etcd of your own: the bundled etcd requires client certificates" -}}
+{{- end -}}
+{{- if and $tls.certManager.enabled (not $tls.enabled) -}}
+{{- fail "etcd.tls.certManager.enabled needs etcd.tls.enabled=true" -}}
+{{- end -}}
 {{- end -}}

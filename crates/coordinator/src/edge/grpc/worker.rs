@@ -15,6 +15,7 @@ use crate::errors::MeshError;
 use crate::registry::{Cut, ToWorker, WorkerInfo, WorkerLink};
 use crate::state::Mesh;
 use agentmesh_core::session::validate_role;
+use agentmesh_core::trust::{self, WorkerKey};
 use agentmesh_proto::v1::worker_service_server::WorkerService;
 use agentmesh_proto::v1::{
     self, CoordinatorMessage, WorkerMessage, coordinator_message, worker_message,
@@ -175,6 +176,7 @@ impl WorkerService for WorkerApi {
         let role = info.role.clone();
         let reader = Reader {
             mesh: self.mesh.clone(),
+            key: info.public_key.as_ref().and_then(|key| key.verifier().ok()),
             worker_id,
             link: link.clone(),
             direct,
@@ -334,6 +336,8 @@ fn normalize_decode_status(status: Status) -> Status {
 /// One worker's reader: its inbound messages, and where its answers go.
 struct Reader {
     mesh: Arc<Mesh>,
+    /// The key of the worker's Hello, parsed once: its results are verified here.
+    key: Option<WorkerKey>,
     worker_id: String,
     link: WorkerLink,
     direct: mpsc::Sender<CoordinatorMessage>,
@@ -408,7 +412,20 @@ impl Reader {
                 let turn_id = result.turn.clone().unwrap_or_default();
                 match agentmesh_proto::turn_from_wire(&turn_id) {
                     Ok((session_id, turn)) => {
-                        let reply = agentmesh_proto::reply_from_wire(&result);
+                        let mut reply = agentmesh_proto::reply_from_wire(&result);
+                        // Verified on this worker's task, so the results of one round
+                        // are checked in parallel rather than one after another in the
+                        // session's actor; the core still checks the proof covers the
+                        // statement it expects, and verifies itself when there is none.
+                        if let Some(key) = &self.key {
+                            let statement = trust::reply_statement(
+                                &session_id,
+                                &turn,
+                                &reply.proposal_hash,
+                                &reply,
+                            );
+                            reply.verified = key.verify(&statement, &reply.signature);
+                        }
                         mesh.submit_result(worker_id, &session_id, turn, reply)
                             .await;
                     }
