@@ -67,8 +67,17 @@ pub(crate) struct SessionActor {
     demand_changed: bool,
     /// The session is being failed after a refused write (see `abort`).
     aborting: bool,
-    /// The session's round and phase spans (only while tracing is on).
-    trace: SessionTrace,
+    /// The session's round and phase spans, boxed and made only while tracing is on:
+    /// every live session has an actor, most of them waiting (the pending workload).
+    trace: Option<Box<SessionTrace>>,
+    /// When turns, phases and rounds began, for their histograms; made on the first
+    /// status change, so a PENDING session carries only the pointer.
+    timings: Option<Box<Timings>>,
+}
+
+/// The starts of what the actor times (`measure.rs` histograms).
+#[derive(Default)]
+struct Timings {
     /// When each role's open turn was dispatched (turn durations).
     dispatched_at: HashMap<String, Instant>,
     /// The working phase the session is in, and since when (phase durations).
@@ -110,10 +119,8 @@ impl SessionActor {
             held_acks: Vec::new(),
             demand_changed: true,
             aborting: false,
-            trace: SessionTrace::default(),
-            dispatched_at: HashMap::new(),
-            phase_since: None,
-            round_since: None,
+            trace: None,
+            timings: None,
         }
     }
 
@@ -305,7 +312,11 @@ impl SessionActor {
     /// An accepted result: its turn's duration and its tokens.
     fn count_accepted(&mut self, role: &str, applied: &Applied) {
         self.count_turn(role, TurnOutcome::accepted, "");
-        if let Some(at) = self.dispatched_at.remove(role) {
+        if let Some(at) = self
+            .timings
+            .as_mut()
+            .and_then(|t| t.dispatched_at.remove(role))
+        {
             self.mesh
                 .measures
                 .turn_duration
@@ -325,7 +336,8 @@ impl SessionActor {
     /// before it took.
     fn observe_status(&mut self, status: agentmesh_core::Status, round: u32) {
         let now = Instant::now();
-        if let Some((phase, since)) = self.phase_since.take() {
+        let timings = self.timings.get_or_insert_with(Box::default);
+        if let Some((phase, since)) = timings.phase_since.take() {
             self.mesh
                 .measures
                 .phase_duration
@@ -336,7 +348,7 @@ impl SessionActor {
         }
         let round_begins = status == agentmesh_core::Status::Contribute && round > 0;
         if (round_begins || status.is_terminal())
-            && let Some(since) = self.round_since.take()
+            && let Some(since) = timings.round_since.take()
         {
             let mode = if self.session.mode().is_broadcast() {
                 "broadcast"
@@ -350,9 +362,9 @@ impl SessionActor {
                 .observe((now - since).as_secs_f64());
         }
         if round_begins {
-            self.round_since = Some(now);
+            timings.round_since = Some(now);
         }
-        self.phase_since = status.phase().map(|phase| (phase, now));
+        timings.phase_since = status.phase().map(|phase| (phase, now));
     }
 
     /// One transition: apply, then carry out. The inner result is the core's verdict
@@ -383,8 +395,12 @@ impl SessionActor {
                     write_now = true;
                     // The next phase's span opens before its turns go out (some leave
                     // before the write).
-                    if let Effect::StatusChanged { status, round } = &other {
-                        self.trace.status_changed(*status, *round);
+                    if let Effect::StatusChanged { status, round } = &other
+                        && agentmesh_telemetry::enabled()
+                    {
+                        self.trace
+                            .get_or_insert_with(Box::default)
+                            .status_changed(*status, *round);
                     }
                     rest.push(other);
                 }
@@ -525,7 +541,7 @@ impl SessionActor {
         // A CONSENSUS ends with the unanimity certificate, signed by this coordinator.
         if let Some(mut certificate) = self.session.certificate() {
             certificate.sign(&self.mesh.config.signing_key);
-            summary.certificate = Some(certificate);
+            summary.certificate = Some(Box::new(certificate));
         }
         let mut backoff =
             agentmesh_proto::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -803,7 +819,11 @@ impl SessionActor {
             delta,
             proposal,
             deadline_ms,
-            trace_context: self.trace.turn_context(),
+            trace_context: self
+                .trace
+                .as_ref()
+                .map(|trace| trace.turn_context())
+                .unwrap_or_default(),
         };
         let transcript_len = transcript.len() as u64;
         tracing::debug!(%worker_id, round = turn.round, phase = %turn.phase, attempt = turn.attempt, "dispatch");
@@ -812,7 +832,10 @@ impl SessionActor {
             .registry
             .send(worker_id, ToWorker::Turn(Box::new(order)))
         {
-            self.dispatched_at.insert(turn.role.clone(), Instant::now());
+            self.timings
+                .get_or_insert_with(Box::default)
+                .dispatched_at
+                .insert(turn.role.clone(), Instant::now());
             self.cursors.insert(worker_id.to_string(), transcript_len);
             self.announced.insert(worker_id.to_string());
         }

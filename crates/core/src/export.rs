@@ -153,7 +153,7 @@ impl ExportDoc {
                 prompt_tokens: session.prompt_tokens,
                 completion_tokens: session.completion_tokens,
                 broadcast_rounds: session.broadcast_rounds,
-                certificate: session.certificate.clone(),
+                certificate: session.certificate.as_deref().cloned(),
             },
             entries: entries.iter().map(EntryDoc::from).collect(),
         }
@@ -180,7 +180,7 @@ impl ExportDoc {
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
             broadcast_rounds: s.broadcast_rounds,
-            certificate: s.certificate,
+            certificate: s.certificate.map(Box::new),
         };
         let entries = self
             .entries

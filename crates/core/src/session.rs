@@ -442,7 +442,7 @@ pub struct SessionSummary {
     /// A CONSENSUS session's unanimity certificate, signed by the coordinator that ran it
     /// (the core builds it unsigned: [`Session::certificate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<Certificate>,
+    pub certificate: Option<Box<Certificate>>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -455,7 +455,7 @@ impl From<&core::SessionSummary> for v1::Session {
             prompt_tokens: s.prompt_tokens,
             completion_tokens: s.completion_tokens,
             broadcast_rounds: s.broadcast_rounds,
-            certificate: s.certificate.as_ref().map(v1::Certificate::from),
+            certificate: s.certificate.as_deref().map(v1::Certificate::from),
         }
     }
 }
@@ -498,7 +498,8 @@ impl TryFrom<&v1::Session> for core::SessionSummary {
                 .as_ref()
                 .map(core::trust::Certificate::try_from)
                 .transpose()
-                .map_err(|why| format!("session {}: {why}", s.id))?,
+                .map_err(|why| format!("session {}: {why}", s.id))?
+                .map(Box::new),
         })
     }
 }
