@@ -598,3 +598,73 @@ fn with_tracing_off_nothing_is_exported() {
     );
     assert_eq!(span.int("process.exit.code"), Some(1), "{span:?}");
 }
+
+/// A session created over the JSON API joins the caller's trace: `POST /api/sessions`
+/// with a W3C `traceparent` opens a SERVER span that is the caller's child, and the
+/// session's span (and every worker's turn below it) is in that trace.
+#[test]
+fn a_session_created_over_http_joins_the_callers_trace() {
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let collector = Collector::start();
+    let traced: Vec<String> = ["--otlp-endpoint", &collector.url]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut cluster = Cluster::start(CoordinatorOpts {
+        extra: traced.clone(),
+        ..CoordinatorOpts::default()
+    });
+    let flags: Vec<&str> = traced.iter().map(String::as_str).collect();
+    cluster.add_roles(&["supervisor", "backend"], 1, &flags);
+    cluster.wait_workers(2, Duration::from_secs(10));
+    let http = cluster.http.clone().expect("the coordinator serves HTTP");
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let created = agentmesh_e2e::webdriver::http(
+        "POST",
+        &format!("http://{http}/api/sessions"),
+        &[("traceparent", &traceparent)],
+        Some(&serde_json::json!({ "task": TASK, "roles": ["backend"], "max_rounds": 2 })),
+    )
+    .expect("POST /api/sessions");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    cluster.wait_end(&id, Duration::from_secs(30));
+    stop_all(&mut cluster);
+
+    let spans = collector.wait_for(
+        "the HTTP span, the session's and its turns'",
+        Duration::from_secs(30),
+        |spans| {
+            spans.iter().any(|s| s.name == "session")
+                && spans.iter().any(|s| s.name.starts_with("invoke_agent"))
+        },
+    );
+    let index = by_id(&spans);
+    let server = one(&spans, "agentmesh-coordinator", "POST /api/sessions");
+    assert_eq!(server.kind, KIND_SERVER);
+    assert_eq!(server.trace_id, CALLER_TRACE, "the caller's trace");
+    assert_eq!(
+        server.parent_span_id, CALLER_SPAN,
+        "the caller's span is the parent"
+    );
+    let session = one(&spans, "agentmesh-coordinator", "session");
+    assert_eq!(parent(&index, session).span_id, server.span_id);
+    assert_eq!(
+        session.attributes["gen_ai.conversation.id"],
+        Value::from(id)
+    );
+    let traces: BTreeSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(
+        traces,
+        BTreeSet::from([CALLER_TRACE]),
+        "every span in the caller's trace"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.service == "agentmesh-worker" && s.name.starts_with("invoke_agent")),
+        "the workers' turns are in it:\n{}",
+        render_tree(&spans)
+    );
+}

@@ -86,6 +86,19 @@ pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &MetadataMap) {
     }
 }
 
+/// Makes `span` a child of the context an HTTP request's headers name (`traceparent`),
+/// when tracing is on and there is one: the JSON API's counterpart of
+/// [`set_parent_from_metadata`].
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &tonic::codegen::http::HeaderMap) {
+    if !crate::enabled() {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// The trace and span id of `span` as W3C hex, when it is traced.
 pub fn ids_of(span: &tracing::Span) -> Option<(String, String)> {
     if !crate::enabled() {
@@ -133,6 +146,18 @@ impl Extractor for MetadataExtractor<'_> {
                 tonic::metadata::KeyRef::Binary(_) => None,
             })
             .collect()
+    }
+}
+
+struct HeaderExtractor<'a>(&'a tonic::codegen::http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 

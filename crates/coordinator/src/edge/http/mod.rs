@@ -39,6 +39,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -277,6 +278,7 @@ struct CreateBody {
 
 async fn create(
     State(mesh): State<Arc<Mesh>>,
+    headers: HeaderMap,
     body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(|e| {
@@ -285,10 +287,30 @@ async fn create(
             json!({ "error": format!("bad request body: {}", e.body_text()) }),
         )
     })?;
+    let span = create_span(&headers);
     let summary = mesh
         .create_session(body.task, body.roles, body.max_rounds, 0)
+        .instrument(span)
         .await?;
     Ok((StatusCode::CREATED, Json(session_json(&summary))))
+}
+
+/// The server span of `POST /api/sessions`, a child of the caller's `traceparent`, so a
+/// session created over HTTP joins its client's trace as one created by `meshctl` does.
+/// Only while tracing is on.
+fn create_span(headers: &HeaderMap) -> tracing::Span {
+    if !agentmesh_telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "http",
+        otel.name = "POST /api/sessions",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/api/sessions",
+    );
+    agentmesh_telemetry::propagation::set_parent_from_headers(&span, headers);
+    span
 }
 
 async fn session(
