@@ -108,6 +108,42 @@ pub fn mib(kib: u64) -> String {
     num(kib as f64 / 1024.0, 1)
 }
 
+/// A table comparing a setting off and on (`tracing`, `signing`): the setting, the round
+/// figures, each ratio to off, `extra` columns of the workload's own, then CPU per round.
+pub fn on_off_table(title: &str, setting: &str, extra: &[&str]) -> Table {
+    let mut headers = vec![
+        setting,
+        "rounds",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "rounds/s",
+        "p50 / off",
+        "p99 / off",
+    ];
+    headers.extend_from_slice(extra);
+    headers.extend(["cpu coord ms", "cpu workers ms"]);
+    Table::new(title, &headers)
+}
+
+/// One row of an [`on_off_table`].
+pub fn on_off_row(setting: &str, round: &crate::LatencyRow, extra: Vec<String>) -> Vec<String> {
+    let mut cells = vec![
+        setting.to_string(),
+        round.rounds.to_string(),
+        ms(round.latency.p50_us),
+        ms(round.latency.p99_us),
+        ms(round.latency.max_us),
+        num(round.rounds_per_s, 0),
+        num(round.ratio_p50.unwrap_or(0.0), 2),
+        num(round.ratio_p99.unwrap_or(0.0), 2),
+    ];
+    cells.extend(extra);
+    cells.push(num(round.cpu_coordinator_us.unwrap_or(0.0) / 1000.0, 3));
+    cells.push(num(round.cpu_workers_us.unwrap_or(0.0) / 1000.0, 3));
+    cells
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 
 use crate::mesh::{self, Coordinator};
 use crate::procs::Proc;
-use crate::report::{Table, ms, num};
+use crate::report::{ms, on_off_row, on_off_table};
 use crate::stats::{Summary, ratio};
 use crate::{Bench, Target, broadcast_row};
 use anyhow::Context;
@@ -76,34 +76,13 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
         ratio(on_p50, off_p50),
         1.10,
     )];
-    let mut t = Table::new(
+    let mut t = on_off_table(
         "(i) signing: N=6 broadcast round with result signatures off and on (signed by each worker, verified by the coordinator)",
-        &[
-            "signatures",
-            "rounds",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "rounds/s",
-            "p50 / off",
-            "p99 / off",
-            "cpu coord ms",
-            "cpu workers ms",
-        ],
+        "signatures",
+        &[],
     );
     for r in &rows {
-        t.row(vec![
-            r.signatures.to_string(),
-            r.round.rounds.to_string(),
-            ms(r.round.latency.p50_us),
-            ms(r.round.latency.p99_us),
-            ms(r.round.latency.max_us),
-            num(r.round.rounds_per_s, 0),
-            num(r.round.ratio_p50.unwrap_or(0.0), 2),
-            num(r.round.ratio_p99.unwrap_or(0.0), 2),
-            num(r.round.cpu_coordinator_us.unwrap_or(0.0) / 1000.0, 3),
-            num(r.round.cpu_workers_us.unwrap_or(0.0) / 1000.0, 3),
-        ]);
+        t.row(on_off_row(r.signatures, &r.round, Vec::new()));
     }
     t.note(format!(
         "pooled (mean of each setting's two sessions): off p50 {} p99 {} ms; on p50 {} p99 {} ms; \

@@ -15,7 +15,7 @@
 
 use crate::mesh::{self, Coordinator};
 use crate::procs::Proc;
-use crate::report::{Table, ms, num};
+use crate::report::{ms, num, on_off_row, on_off_table};
 use crate::stats::{Summary, ratio};
 use crate::{Bench, Target, broadcast_row};
 use anyhow::Context;
@@ -150,36 +150,17 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
              run `--only broadcast,tracing --ns 6` for it"
         ),
     }
-    let mut t = Table::new(
+    let mut t = on_off_table(
         "(h) tracing: N=6 broadcast round with tracing off and on (100 % sampled, exported)",
-        &[
-            "tracing",
-            "rounds",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "rounds/s",
-            "p50 / off",
-            "p99 / off",
-            "spans exported",
-            "cpu coord ms",
-            "cpu workers ms",
-        ],
+        "tracing",
+        &["spans exported"],
     );
     for r in &rows {
-        t.row(vec![
-            r.tracing.to_string(),
-            r.round.rounds.to_string(),
-            ms(r.round.latency.p50_us),
-            ms(r.round.latency.p99_us),
-            ms(r.round.latency.max_us),
-            num(r.round.rounds_per_s, 0),
-            num(r.round.ratio_p50.unwrap_or(0.0), 2),
-            num(r.round.ratio_p99.unwrap_or(0.0), 2),
-            r.spans_exported.to_string(),
-            num(r.round.cpu_coordinator_us.unwrap_or(0.0) / 1000.0, 3),
-            num(r.round.cpu_workers_us.unwrap_or(0.0) / 1000.0, 3),
-        ]);
+        t.row(on_off_row(
+            r.tracing,
+            &r.round,
+            vec![r.spans_exported.to_string()],
+        ));
     }
     t.note(format!(
         "every round of each setting's {SESSIONS_PER_SETTING} sessions pooled: off p50 {} p99 {} \
