@@ -137,24 +137,7 @@ impl Prometheus {
     /// Evaluates an instant query; returns the single value of its result vector, `None`
     /// for an empty result. Panics on an error or on more than one series.
     pub fn query(&self, query: &str) -> Option<f64> {
-        let url = format!(
-            "http://{}/api/v1/query?query={}",
-            self.addr,
-            percent_encode(query)
-        );
-        let body: serde_json::Value = self.rt.block_on(async move {
-            crate::webdriver::client_builder()
-                .build()
-                .expect("HTTP client")
-                .get(url)
-                .send()
-                .await
-                .expect("query Prometheus")
-                .json()
-                .await
-                .expect("Prometheus answers JSON")
-        });
-        assert_eq!(body["status"], "success", "{body}");
+        let body = self.api(&format!("/api/v1/query?query={}", percent_encode(query)));
         let result = body["data"]["result"].as_array().expect("a vector result");
         assert!(result.len() <= 1, "one series expected: {body}");
         result.first().map(|series| {

@@ -214,6 +214,19 @@ pub fn spawn_bench_worker(
     per_role: usize,
     id_prefix: &str,
 ) -> anyhow::Result<Proc> {
+    let args = bench_worker_args(log_dir, url, etcd, roles, per_role, id_prefix);
+    Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
+}
+
+/// The arguments of a `mesh-bench __worker` process.
+fn bench_worker_args(
+    log_dir: &Path,
+    url: &str,
+    etcd: Option<&str>,
+    roles: &[String],
+    per_role: usize,
+    id_prefix: &str,
+) -> Vec<String> {
     let mut args = vec![
         "__worker".to_string(),
         "--coordinator".to_string(),
@@ -229,7 +242,43 @@ pub fn spawn_bench_worker(
         args.extend(["--etcd".to_string(), endpoint.to_string()]);
     }
     args.extend(["--arrivals-dir".to_string(), log_dir.display().to_string()]);
-    Proc::spawn(name, &bins.bench, &args, log_dir, &[], false)
+    args
+}
+
+/// A broadcast fleet for one setting of an on/off comparison (`signing`, `tracing`):
+/// `n` bench worker processes, one per role, each with `extra` arguments and `env`,
+/// named `<name>-<role>`; waits until the coordinator has all `n`.
+pub async fn setting_fleet(
+    bins: &Bins,
+    log_dir: &Path,
+    coord: &Coordinator,
+    n: usize,
+    name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<Vec<Proc>> {
+    let mut procs = Vec::with_capacity(n);
+    for role in bench_roles(n) {
+        let mut args = bench_worker_args(
+            log_dir,
+            &coord.url,
+            None,
+            std::slice::from_ref(&role),
+            1,
+            "",
+        );
+        args.extend(extra.iter().map(|a| a.to_string()));
+        procs.push(Proc::spawn(
+            &format!("{name}-{role}"),
+            &bins.bench,
+            &args,
+            log_dir,
+            env,
+            false,
+        )?);
+    }
+    coord.wait_workers(n, Duration::from_secs(60)).await?;
+    Ok(procs)
 }
 
 /// Starts a `mesh-bench __watchers` process of `count` watchers (at the idle CPU priority

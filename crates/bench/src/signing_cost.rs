@@ -9,13 +9,11 @@
 //! Aim: on p50 ≤ 1.10 × off p50.
 
 use crate::mesh::{self, Coordinator};
-use crate::procs::Proc;
 use crate::report::{ms, on_off_row, on_off_table};
 use crate::stats::{Summary, ratio};
 use crate::{Bench, Target, broadcast_row};
 use anyhow::Context;
 use serde::Serialize;
-use std::time::Duration;
 
 #[derive(Serialize)]
 struct Row {
@@ -38,7 +36,17 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
         }
         let name = format!("coordinator-signing-{what}-{i}");
         let coord = Coordinator::start(&b.bins, &b.log_dir, &name, None, &launch).await?;
-        let fleet = fleet(b, &coord, n, on, i).await?;
+        let unsigned: &[&str] = if on { &[] } else { &["--unsigned"] };
+        let fleet = mesh::setting_fleet(
+            &b.bins,
+            &b.log_dir,
+            &coord,
+            n,
+            &format!("worker-signing-{i}"),
+            unsigned,
+            &[],
+        )
+        .await?;
         let run = b
             .broadcast(&coord, &fleet, rounds, None)
             .await
@@ -109,44 +117,4 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
         },
     );
     Ok(())
-}
-
-/// N bench workers, one role each, signing their results when `sign`.
-async fn fleet(
-    b: &Bench,
-    coord: &Coordinator,
-    n: usize,
-    sign: bool,
-    run: usize,
-) -> anyhow::Result<Vec<Proc>> {
-    let mut procs = Vec::with_capacity(n);
-    for role in mesh::bench_roles(n) {
-        let mut args = vec![
-            "__worker".to_string(),
-            "--coordinator".to_string(),
-            coord.url.clone(),
-            "--roles".to_string(),
-            role.clone(),
-            "--per-role".to_string(),
-            "1".to_string(),
-            "--id-prefix".to_string(),
-            String::new(),
-            "--arrivals-dir".to_string(),
-            b.log_dir.display().to_string(),
-        ];
-        if !sign {
-            args.push("--unsigned".to_string());
-        }
-        let name = format!("worker-signing-{run}-{role}");
-        procs.push(Proc::spawn(
-            &name,
-            &b.bins.bench,
-            &args,
-            &b.log_dir,
-            &[],
-            false,
-        )?);
-    }
-    coord.wait_workers(n, Duration::from_secs(60)).await?;
-    Ok(procs)
 }

@@ -14,7 +14,6 @@
 //! `trace_context` that encodes to nothing).
 
 use crate::mesh::{self, Coordinator};
-use crate::procs::Proc;
 use crate::report::{ms, num, on_off_row, on_off_table};
 use crate::stats::{Summary, ratio};
 use crate::{Bench, Target, broadcast_row};
@@ -106,7 +105,16 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
         let before = sink.0.load(Ordering::Relaxed);
         let name = format!("coordinator-tracing-{what}-{i}");
         let coord = Coordinator::start(&b.bins, &b.log_dir, &name, None, &launch).await?;
-        let fleet = fleet(b, &coord, n, &env, i).await?;
+        let fleet = mesh::setting_fleet(
+            &b.bins,
+            &b.log_dir,
+            &coord,
+            n,
+            &format!("worker-tracing-{i}"),
+            &[],
+            &env,
+        )
+        .await?;
         let run = b
             .broadcast(&coord, &fleet, rounds, None)
             .await
@@ -198,41 +206,4 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
         },
     );
     Ok(())
-}
-
-/// N bench workers, one role each, with `env` (the collector, when tracing is on).
-async fn fleet(
-    b: &Bench,
-    coord: &Coordinator,
-    n: usize,
-    env: &[(&str, &str)],
-    run: usize,
-) -> anyhow::Result<Vec<Proc>> {
-    let mut procs = Vec::with_capacity(n);
-    for role in mesh::bench_roles(n) {
-        let args = vec![
-            "__worker".to_string(),
-            "--coordinator".to_string(),
-            coord.url.clone(),
-            "--roles".to_string(),
-            role.clone(),
-            "--per-role".to_string(),
-            "1".to_string(),
-            "--id-prefix".to_string(),
-            String::new(),
-            "--arrivals-dir".to_string(),
-            b.log_dir.display().to_string(),
-        ];
-        let name = format!("worker-tracing-{run}-{role}");
-        procs.push(Proc::spawn(
-            &name,
-            &b.bins.bench,
-            &args,
-            &b.log_dir,
-            env,
-            false,
-        )?);
-    }
-    coord.wait_workers(n, Duration::from_secs(60)).await?;
-    Ok(procs)
 }

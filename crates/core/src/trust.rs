@@ -844,7 +844,19 @@ mod tests {
 /// anyone can derive, so these sign nothing real. Never a real worker's key.
 pub mod testing {
     use super::{Digest32, KeyPair, reply_statement};
-    use crate::{Input, Session};
+    use crate::{Applied, Input, Rejection, Session};
+
+    /// Every input as a well-behaved worker sends it ([`signed`]), then applied.
+    pub trait ApplySigned {
+        fn apply_signed(&mut self, now: i64, input: Input) -> Result<Applied, Rejection>;
+    }
+
+    impl ApplySigned for Session {
+        fn apply_signed(&mut self, now: i64, input: Input) -> Result<Applied, Rejection> {
+            let input = signed(self, input);
+            self.apply(now, input)
+        }
+    }
 
     /// The test key of `worker_id`.
     pub fn key_of(worker_id: &str) -> KeyPair {

@@ -2,33 +2,13 @@
 //! every specialist, COMPLETED after R rounds. Worked examples first, then a property
 //! test over arbitrary orders of answers, duplicates, stale results and lost workers.
 
+use agentmesh_core::trust::testing::ApplySigned;
 use agentmesh_core::{
     Effect, EntryType, Input, Phase, RejectKind, Reply, SUPERVISOR, Session, SessionConfig,
     SessionMode, SessionSpec, SessionSummary, Status, TurnKey,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-
-/// Every input as a well-behaved worker sends it: assignments with the worker's test key,
-/// results signed by it (`agentmesh_core::trust::testing`).
-trait ApplySigned {
-    fn apply_signed(
-        &mut self,
-        now: i64,
-        input: agentmesh_core::Input,
-    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection>;
-}
-
-impl ApplySigned for agentmesh_core::Session {
-    fn apply_signed(
-        &mut self,
-        now: i64,
-        input: agentmesh_core::Input,
-    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection> {
-        let input = agentmesh_core::trust::testing::signed(self, input);
-        self.apply(now, input)
-    }
-}
 
 const T0: i64 = 1_700_000_000_000;
 const PHASE_TIMEOUT: i64 = 10_000;

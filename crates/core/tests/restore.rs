@@ -2,6 +2,7 @@
 //! a standby coordinator does after a failover: same status, round, transcript, proposal
 //! and objections; no worker held; and the restored session runs on to the same outcome.
 
+use agentmesh_core::trust::testing::ApplySigned;
 use agentmesh_core::{
     Effect, Entry, EntryType, Input, Phase, Reply, Session, SessionConfig, SessionSpec, Status,
     Verdict,
@@ -125,27 +126,6 @@ fn full_run(max_rounds: u32, policy: Policy) -> (Session, Vec<Entry>) {
     let _ = answer_all(&mut session, effects, 1, policy, &mut clock);
     let transcript = session.transcript().to_vec();
     (session, transcript)
-}
-
-/// Every input as a well-behaved worker sends it: assignments with the worker's test key,
-/// results signed by it (`agentmesh_core::trust::testing`).
-trait ApplySigned {
-    fn apply_signed(
-        &mut self,
-        now: i64,
-        input: agentmesh_core::Input,
-    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection>;
-}
-
-impl ApplySigned for agentmesh_core::Session {
-    fn apply_signed(
-        &mut self,
-        now: i64,
-        input: agentmesh_core::Input,
-    ) -> Result<agentmesh_core::Applied, agentmesh_core::Rejection> {
-        let input = agentmesh_core::trust::testing::signed(self, input);
-        self.apply(now, input)
-    }
 }
 
 const POLICIES: [(&str, Policy); 4] = [
