@@ -176,7 +176,12 @@ impl WorkerService for WorkerApi {
         let role = info.role.clone();
         let reader = Reader {
             mesh: self.mesh.clone(),
-            key: info.public_key.as_ref().and_then(|key| key.verifier().ok()),
+            // With signatures off the core checks none, so none is verified here either.
+            key: info
+                .public_key
+                .as_ref()
+                .filter(|_| self.mesh.config.require_signatures)
+                .and_then(|key| key.verifier().ok()),
             worker_id,
             link: link.clone(),
             direct,
@@ -336,7 +341,8 @@ fn normalize_decode_status(status: Status) -> Status {
 /// One worker's reader: its inbound messages, and where its answers go.
 struct Reader {
     mesh: Arc<Mesh>,
-    /// The key of the worker's Hello, parsed once: its results are verified here.
+    /// The key of the worker's Hello, parsed once, when results must be signed: its
+    /// results are verified here.
     key: Option<WorkerKey>,
     worker_id: String,
     link: WorkerLink,
