@@ -843,6 +843,39 @@ impl Mesh {
         Watch::start(self.at.clone(), id.to_string())
     }
 
+    /// The story of each coordinator's terms, from its whole log: elections, resumed
+    /// sessions, step-downs and errors. Printed before the log tails, so a failure report
+    /// that keeps only its first part still says who led and what each leader took over.
+    pub fn term_story(&self) -> String {
+        const TOLD: [&str; 7] = [
+            "elected leader",
+            "resumed",
+            "cannot resume",
+            "cannot load",
+            "stepping down",
+            "leadership lost",
+            " ERROR ",
+        ];
+        let mut out = String::new();
+        for service in COORDINATORS {
+            let log = run(
+                Command::new("docker").args(["logs", &self.at.container(service)]),
+                Duration::from_secs(20),
+            )
+            .map(|o| format!("{}{}", text(&o.stdout), text(&o.stderr)))
+            .unwrap_or_else(|e| e);
+            let story: Vec<&str> = log
+                .lines()
+                .filter(|line| TOLD.iter().any(|t| line.contains(t)))
+                .collect();
+            out.push_str(&format!(
+                "--- {service}: terms ---\n{}",
+                tail(&story.join("\n"), 30)
+            ));
+        }
+        out
+    }
+
     /// The last lines of every container's log.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -880,6 +913,7 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            eprintln!("{}", self.term_story());
             eprintln!("{}", self.logs());
         }
         match self.down() {

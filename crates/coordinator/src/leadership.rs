@@ -14,8 +14,9 @@
 use crate::events::MeshLog;
 use crate::registry::Cut;
 use crate::state::{Mesh, Term};
+use agentmesh_core::Entry;
 use agentmesh_proto::Backoff;
-use agentmesh_store::{Election, Fence};
+use agentmesh_store::{Election, Fence, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -127,12 +128,13 @@ impl Mesh {
             }
         };
         for header in unfinished {
-            let entries = match self.store.entries(&header.id, 1).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(session = %header.id, error = %e, "cannot load transcript; skipping");
+            let entries = match self.load_transcript(&header.id, term).await {
+                Some(Ok(entries)) => entries,
+                Some(Err(e)) => {
+                    tracing::error!(session = %header.id, error = %e, "cannot load transcript; the session stays unfinished until a later term can read it");
                     continue;
                 }
+                None => return,
             };
             match self.replay(&header, &entries) {
                 Ok((session, effects, history)) => {
@@ -142,6 +144,31 @@ impl Mesh {
                 Err(e) => {
                     tracing::error!(session = %header.id, error = %e, "cannot resume session")
                 }
+            }
+        }
+    }
+
+    /// A session's transcript for resuming it. Retries while the store is unreachable:
+    /// right after etcd regains its quorum, reads fail for a moment ("leader changed"),
+    /// and a session skipped then would stay unfinished with nobody driving it. `None`
+    /// when the term ends first; a refusal that retrying cannot cure is returned.
+    async fn load_transcript(
+        &self,
+        id: &str,
+        term: &Term,
+    ) -> Option<Result<Vec<Entry>, StoreError>> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match self.store.entries(id, 1).await {
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(session = %id, error = %e, ?delay, "cannot load transcript; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = term.token.cancelled() => return None,
+                    }
+                }
+                loaded => return Some(loaded),
             }
         }
     }

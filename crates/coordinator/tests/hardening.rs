@@ -323,3 +323,59 @@ async fn a_worker_whose_role_moved_to_a_replica_is_told_the_session_is_over() {
         session.reason
     );
 }
+
+/// Right after etcd regains its quorum, reads fail for a moment. A new leader that reads
+/// a session's transcript then must try again, not skip the session: a skipped session
+/// stays unfinished with nobody driving it (seen in the container test that stops two of
+/// three etcd members).
+#[tokio::test]
+async fn a_new_leader_retries_a_transcript_it_cannot_read_yet_and_resumes_the_session() {
+    let store = GatedStore::new();
+    let first = start_with(store.clone(), CoordinatorConfig::default()).await;
+    let mut worker = FakeWorker::attach(&first, "b0").await;
+    let id = create(&first, &["b0"], 2).await;
+    // Round 1 is answered and written; round 2 goes out, and its worker goes away.
+    let (mut acked, mut second_round) = (false, false);
+    while !(acked && second_round) {
+        match worker.next().await {
+            Msg::Turn(turn) if turn.turn.as_ref().unwrap().round == 1 => {
+                worker
+                    .answer(&turn, v1::EntryType::Analysis, "round 1")
+                    .await;
+            }
+            Msg::Turn(_) => second_round = true,
+            Msg::Ack(ack) => {
+                assert_eq!(ack.code, Code::Ok as i32, "{ack:?}");
+                acked = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(worker);
+
+    // A second coordinator takes over the store while its first reads fail.
+    store.fail_entry_reads(2);
+    let second = start_with(store.clone(), CoordinatorConfig::default()).await;
+    let mut replacement = FakeWorker::attach(&second, "b0").await;
+    let turn = replacement.next_turn().await;
+    let key = turn.turn.clone().unwrap();
+    assert_eq!((key.session_id.as_str(), key.round), (id.as_str(), 2));
+    assert_eq!(
+        store.entry_reads_left_to_fail(),
+        0,
+        "the turn came after both failed reads"
+    );
+    assert!(
+        turn.session.is_some(),
+        "the new leader introduces the session"
+    );
+    replacement
+        .answer(&turn, v1::EntryType::Proposal, "round 2")
+        .await;
+    let ended = wait_end(&second, &id, PROMPT).await;
+    assert_eq!(
+        ended.status,
+        v1::SessionStatus::Completed as i32,
+        "{ended:?}"
+    );
+}

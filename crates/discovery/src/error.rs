@@ -42,9 +42,10 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
         E::LeaseKeepAliveError(_) | E::WatchError(_) => true,
         E::GRpcStatus(status) => match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
-            // tonic reports a connection that broke mid-call as Unknown with a transport
-            // message; etcd itself always sets a specific code.
-            Code::Unknown => looks_like_transport(status.message()),
+            // tonic reports a connection that broke mid-call as Unknown, and an HTTP/2
+            // GOAWAY from a member shutting down as Internal ("h2 protocol error"), each
+            // with a transport message; etcd's own refusals carry an "etcdserver:" text.
+            Code::Unknown | Code::Internal => looks_like_transport(status.message()),
             _ => false,
         },
         _ => false,
@@ -85,6 +86,17 @@ mod tests {
             "transport error",
         ));
         assert!(DiscoveryError::from_etcd("get", broken).is_retryable());
+        // What etcd-client reported when the member it talked to was stopped (a GOAWAY).
+        let going_away = etcd_client::Error::GRpcStatus(tonic::Status::new(
+            tonic::Code::Internal,
+            "h2 protocol error: http2 error",
+        ));
+        assert!(DiscoveryError::from_etcd("watch", going_away).is_retryable());
+        let corrupt = etcd_client::Error::GRpcStatus(tonic::Status::new(
+            tonic::Code::Internal,
+            "etcdserver: corrupt cluster",
+        ));
+        assert!(!DiscoveryError::from_etcd("get", corrupt).is_retryable());
         assert!(!DiscoveryError::Invalid("x".into()).is_retryable());
         assert!(!DiscoveryError::Backend("x".into()).is_retryable());
     }

@@ -36,6 +36,8 @@ pub struct GatedStore {
     most_reads_waiting: AtomicUsize,
     /// Entries of sessions whose task holds this text are refused (a backend fault).
     refuse_task: std::sync::Mutex<Option<String>>,
+    /// How many of the next transcript reads fail as if etcd were unreachable.
+    unavailable_reads: AtomicUsize,
 }
 
 impl GatedStore {
@@ -49,7 +51,18 @@ impl GatedStore {
             reads_waiting: AtomicUsize::new(0),
             most_reads_waiting: AtomicUsize::new(0),
             refuse_task: std::sync::Mutex::new(None),
+            unavailable_reads: AtomicUsize::new(0),
         })
+    }
+
+    /// The next `n` transcript reads fail with [`StoreError::Unavailable`].
+    pub fn fail_entry_reads(&self, n: usize) {
+        self.unavailable_reads.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the reads [`GatedStore::fail_entry_reads`] set up have not failed yet.
+    pub fn entry_reads_left_to_fail(&self) -> usize {
+        self.unavailable_reads.load(Ordering::SeqCst)
     }
 
     /// Refuses, from now on, every write of entries for a session whose task holds `text`.
@@ -148,6 +161,14 @@ impl SessionStore for GatedStore {
         self.entry_reads.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             self.read_gate().await;
+            let failing =
+                self.unavailable_reads
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if failing.is_ok() {
+                return Err(StoreError::Unavailable(format!(
+                    "read transcript of session {id}: etcd did not answer (test)"
+                )));
+            }
             self.inner.entries(id, from_seq).await
         })
     }
