@@ -176,20 +176,24 @@ fn assert_session_under_meshctl<'a>(spans: &'a [Span], session_id: &str) -> &'a 
     session
 }
 
+/// A coordinator and one worker per role, every process exporting to `collector` and
+/// started with `flags` besides.
+fn traced_cluster(collector: &Collector, flags: &[&str], roles: &[&str]) -> Cluster {
+    let mut traced = vec!["--otlp-endpoint", collector.url.as_str()];
+    traced.extend_from_slice(flags);
+    let mut cluster = Cluster::start(CoordinatorOpts {
+        extra: traced.iter().map(|s| s.to_string()).collect(),
+        ..CoordinatorOpts::default()
+    });
+    cluster.add_roles(roles, 1, &traced);
+    cluster
+}
+
 #[test]
 fn a_scripted_negotiation_is_one_trace_across_meshctl_the_coordinator_and_every_worker() {
     let collector = Collector::start();
-    let traced: Vec<String> = ["--otlp-endpoint", &collector.url, "--log-format", "json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut cluster = Cluster::start(CoordinatorOpts {
-        extra: traced.clone(),
-        ..CoordinatorOpts::default()
-    });
-    let flags: Vec<&str> = traced.iter().map(String::as_str).collect();
     let roles = ["supervisor", "backend", "security"];
-    cluster.add_roles(&roles, 1, &flags);
+    let mut cluster = traced_cluster(&collector, &["--log-format", "json"], &roles);
 
     let out = meshctl(
         &cluster,
@@ -607,16 +611,7 @@ fn a_session_created_over_http_joins_the_callers_trace() {
     const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const CALLER_SPAN: &str = "00f067aa0ba902b7";
     let collector = Collector::start();
-    let traced: Vec<String> = ["--otlp-endpoint", &collector.url]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut cluster = Cluster::start(CoordinatorOpts {
-        extra: traced.clone(),
-        ..CoordinatorOpts::default()
-    });
-    let flags: Vec<&str> = traced.iter().map(String::as_str).collect();
-    cluster.add_roles(&["supervisor", "backend"], 1, &flags);
+    let mut cluster = traced_cluster(&collector, &[], &["supervisor", "backend"]);
     cluster.wait_workers(2, Duration::from_secs(10));
     let http = cluster.http.clone().expect("the coordinator serves HTTP");
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");

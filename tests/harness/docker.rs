@@ -858,12 +858,7 @@ impl Mesh {
         ];
         let mut out = String::new();
         for service in COORDINATORS {
-            let log = run(
-                Command::new("docker").args(["logs", &self.at.container(service)]),
-                Duration::from_secs(20),
-            )
-            .map(|o| format!("{}{}", text(&o.stdout), text(&o.stderr)))
-            .unwrap_or_else(|e| e);
+            let log = self.container_log(service, None);
             let story: Vec<&str> = log
                 .lines()
                 .filter(|line| TOLD.iter().any(|t| line.contains(t)))
@@ -889,20 +884,25 @@ impl Mesh {
             } else {
                 12
             };
-            let log = run(
-                Command::new("docker").args([
-                    "logs",
-                    "--tail",
-                    &lines.to_string(),
-                    &self.at.container(service),
-                ]),
-                Duration::from_secs(20),
-            )
-            .map(|o| format!("{}{}", text(&o.stdout), text(&o.stderr)))
-            .unwrap_or_else(|e| e);
+            let log = self.container_log(service, Some(lines));
             out.push_str(&format!("--- {service} ---\n{}", tail(&log, lines)));
         }
         out
+    }
+
+    /// A container's log (stdout then stderr), its last `lines` only when given; what
+    /// went wrong reading it otherwise.
+    fn container_log(&self, service: &str, lines: Option<usize>) -> String {
+        let container = self.at.container(service);
+        let lines = lines.map(|n| n.to_string());
+        let mut args = vec!["logs"];
+        if let Some(n) = &lines {
+            args.extend(["--tail", n.as_str()]);
+        }
+        args.push(&container);
+        run(Command::new("docker").args(&args), Duration::from_secs(20))
+            .map(|o| format!("{}{}", text(&o.stdout), text(&o.stderr)))
+            .unwrap_or_else(|e| e)
     }
 
     fn down(&self) -> Result<Output, String> {

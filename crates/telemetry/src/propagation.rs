@@ -70,25 +70,20 @@ pub fn inject_metadata(span: &tracing::Span, metadata: &mut MetadataMap) {
     TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(metadata));
 }
 
-/// The remote parent a request's metadata names.
+/// The remote parent a request's metadata names (its headers: gRPC metadata is HTTP/2
+/// headers).
 pub fn extract_metadata(metadata: &MetadataMap) -> Context {
-    TraceContextPropagator::new().extract(&MetadataExtractor(metadata))
+    TraceContextPropagator::new().extract(&HeaderExtractor(metadata.as_ref()))
 }
 
 /// Makes `span` a child of the context in `metadata`, when tracing is on and there is one.
 pub fn set_parent_from_metadata(span: &tracing::Span, metadata: &MetadataMap) {
-    if !crate::enabled() {
-        return;
-    }
-    let cx = extract_metadata(metadata);
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
-    }
+    set_parent_from_headers(span, metadata.as_ref());
 }
 
 /// Makes `span` a child of the context an HTTP request's headers name (`traceparent`),
-/// when tracing is on and there is one: the JSON API's counterpart of
-/// [`set_parent_from_metadata`].
+/// when tracing is on and there is one: the JSON API's, and through
+/// [`set_parent_from_metadata`] the gRPC API's.
 pub fn set_parent_from_headers(span: &tracing::Span, headers: &tonic::codegen::http::HeaderMap) {
     if !crate::enabled() {
         return;
@@ -128,24 +123,6 @@ impl Injector for MetadataInjector<'_> {
         ) {
             self.0.insert(key, value);
         }
-    }
-}
-
-struct MetadataExtractor<'a>(&'a MetadataMap);
-
-impl Extractor for MetadataExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
     }
 }
 
